@@ -1,0 +1,66 @@
+# mlpsweep: every target sets itself up (creates .venv and installs on first use).
+# Pass Hydra overrides with ARGS="key=value ...", e.g. make sweep ARGS="sweep.n_trials=8".
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+ARGS ?=
+WORKERS ?=
+STUDY ?=
+PORT ?= 6006
+TEST_ARGS ?=
+
+.PHONY: help install train sweep summary tensorboard dashboard test test-fast bench lint clean
+
+help:
+	@echo "make sweep      Optuna search over model.hidden x model.layers (ARGS=..., WORKERS=N)"
+	@echo "make test       the test suite"
+	@echo "make train      one run (the tutorial's by default; ARGS='model.hidden=10 model.layers=2')"
+	@echo "make summary    best-trial summary of the latest sweep (STUDY=name or folder)"
+	@echo "make tensorboard  TensorBoard over outputs/ on 127.0.0.1:$(PORT)"
+	@echo "make dashboard  optuna-dashboard for a study on 127.0.0.1 (STUDY=...)"
+	@echo "make bench      benchmarks/results.md: per-epoch time against the tutorial's loop"
+	@echo "make lint       ruff"
+	@echo "make clean      remove .venv and caches (outputs/ is kept)"
+
+# torch first and pinned: the CPU wheel on these machines; an unpinned torch pulls CUDA.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev,dashboard]'
+	touch $@
+
+install: $(STAMP)
+
+train: $(STAMP)
+	$(PY) src/train.py $(ARGS)
+
+sweep: $(STAMP)
+	$(PY) src/sweep.py $(if $(WORKERS),sweep.workers=$(WORKERS)) $(ARGS)
+
+summary: $(STAMP)
+	$(PY) src/summarize.py $(STUDY) $(ARGS)
+
+tensorboard: $(STAMP)
+	$(VENV)/bin/tensorboard --logdir outputs --host 127.0.0.1 --port $(PORT)
+
+dashboard: $(STAMP)
+	$(PY) src/dashboard.py $(STUDY)
+
+test: $(STAMP)
+	$(PY) -m pytest $(TEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(TEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

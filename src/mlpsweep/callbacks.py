@@ -1,0 +1,158 @@
+"""Lightning callbacks of a run: loss curve, fit pictures, last-epoch validation, progress.
+
+Each does its work every N epochs only; on the other epochs it costs one modulo.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from mlpsweep.data import PiecewiseDataModule
+from mlpsweep.model import MLP
+from mlpsweep.plots import curve_x, fit_figure, to_rgb_array
+
+
+def epochs_done(trainer: pl.Trainer) -> int:
+    """Epochs finished, counted from the current epoch (inside on_train_epoch_end too)."""
+    return trainer.current_epoch + 1
+
+
+class ValidateLastEpoch(pl.Callback):
+    """Ask for validation after the final epoch even when it is off the `val_every` grid.
+
+    Lightning validates a stopping run at the end of its batch; raising `should_stop` in
+    the last epoch is how a run gets final metrics without a second `trainer.validate`.
+    """
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if epochs_done(trainer) >= (trainer.max_epochs or 0):
+            trainer.should_stop = True
+
+
+class LossCurveLogger(pl.Callback):
+    """Writes the per-epoch training loss in chunks, and stops the run if it is not finite."""
+
+    def __init__(self, flush_every: int) -> None:
+        self.flush_every = flush_every
+        self.flushed = 0
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if epochs_done(trainer) % self.flush_every == 0:
+            self.flush(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.flush(trainer, pl_module)
+
+    def flush(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert isinstance(pl_module, MLP)
+        done = min(epochs_done(trainer), pl_module.epoch_losses.shape[0])
+        losses = pl_module.finished_epoch_losses(done)[self.flushed :].tolist()
+        if trainer.logger is not None:
+            writer = trainer.logger.experiment
+            for offset, value in enumerate(losses, start=self.flushed + 1):
+                writer.add_scalar("train/loss", value, global_step=offset)
+        self.flushed = done
+
+
+class FitPictureLogger(pl.Callback):
+    """The tutorial's picture (points and the network's curve) as a TensorBoard image."""
+
+    def __init__(self, datamodule: PiecewiseDataModule, every: int) -> None:
+        self.datamodule, self.every = datamodule, every
+        self.grid = curve_x()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = epochs_done(trainer)
+        if self.every and epoch % self.every == 0 and epoch != trainer.max_epochs:
+            self.log_picture(trainer, pl_module, epoch)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.log_picture(trainer, pl_module, epochs_done(trainer))
+
+    def log_picture(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
+        if trainer.logger is None:
+            return
+        assert isinstance(pl_module, MLP)
+        figure = fit_picture(pl_module, self.datamodule, self.grid, f"epoch {epoch}")
+        trainer.logger.experiment.add_image("fit", to_rgb_array(figure), epoch, dataformats="HWC")
+
+
+def fit_picture(model: MLP, datamodule: PiecewiseDataModule, grid: torch.Tensor, title: str):
+    """Figure of the training points and every member's predicted curve over `grid`."""
+    with torch.no_grad():
+        probs = model.predict_raw(grid).squeeze(-1).numpy()
+    return fit_figure(
+        datamodule.raw_x.squeeze(1).numpy(),
+        datamodule.y.squeeze(1).numpy(),
+        grid.squeeze(1).numpy(),
+        probs,
+        title,
+    )
+
+
+class HParamsLogger(pl.Callback):
+    """TensorBoard's HParams entry: the run's hyperparameters against its *final* metrics.
+
+    Lightning's own entry shows a placeholder (-1) or nothing; this one is written when
+    training ends, before Lightning closes the event file, with the last validation's
+    members' means and the architecture's parameter count.
+    """
+
+    def __init__(self, hparams: dict[str, Any]) -> None:
+        self.hparams = hparams
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert isinstance(pl_module, MLP)
+        if trainer.logger is None or not pl_module.member_metrics:
+            return
+        final = {key: sum(v) / len(v) for key, v in pl_module.member_metrics.items()}
+        final["parameter_count"] = float(pl_module.parameter_count)
+        trainer.logger.log_hyperparams(self.hparams, final, step=pl_module.member_metrics_epoch)
+
+
+class RunProgress(pl.Callback):
+    """One bar for the whole run (Lightning's default draws one per epoch)."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+        self.bar: Any = None
+        self.shown = 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=trainer.max_epochs, desc=self.description, unit="epoch",
+            file=sys.stderr, mininterval=0.5, dynamic_ncols=True, leave=False,
+        )
+        self.refresh_every = max(1, (trainer.max_epochs or 1) // 200)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        done = epochs_done(trainer)
+        if done % self.refresh_every == 0:
+            self.bar.update(done - self.shown)
+            self.shown = done
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        if self.bar is not None and "val/acc" in metrics:
+            self.bar.set_postfix(
+                val_acc=f"{float(metrics['val/acc']):.3f}",
+                val_loss=f"{float(metrics['val/loss']):.4f}",
+                refresh=False,
+            )
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.close()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, error: BaseException) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

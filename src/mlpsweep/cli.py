@@ -1,0 +1,40 @@
+"""What the entry points share: argument handling and one-line errors."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from omegaconf import DictConfig
+
+
+def fail(message: str, code: int = 2) -> int:
+    """Print `error: message` on stderr and return the exit code to use."""
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def config_or_exit(argv: Sequence[str], usage: str, config_name: str = "train") -> DictConfig:
+    """Compose the config from Hydra overrides; `--help`/`--cfg` print and exit.
+
+    Errors are the user's: they end the process with one line and exit code 2.
+    """
+    from mlpsweep.config import ConfigError, compose, to_yaml
+
+    args = list(argv)
+    wants_help = any(a in ("-h", "--help") for a in args)
+    wants_cfg = "--cfg" in args
+    overrides = [a for a in args if a not in ("-h", "--help", "--cfg")]
+    unknown_flags = [a for a in overrides if a.startswith("-")]
+    if unknown_flags:
+        sys.exit(fail(f"unknown option {unknown_flags[0]!r}: use key=value overrides, --cfg or --help"))
+    try:
+        cfg = compose(overrides, config_name)
+    except ConfigError as error:
+        sys.exit(fail(str(error)))
+    if wants_help or wants_cfg:
+        if wants_help:
+            print(usage.strip(), "\n\nConfig (override any key as key=value):\n", sep="")
+        print(to_yaml(cfg), end="")
+        sys.exit(0)
+    return cfg

@@ -1,0 +1,155 @@
+"""Compose the Hydra config from `conf/` and check it before anything is built.
+
+Hydra composes (groups, overrides, unknown keys); a structured schema then fixes the types
+(a string where a number belongs fails here, naming the key) and `check_ranges` the values
+Lightning or torch would otherwise accept and misbehave on (`max_epochs=-1` trains
+forever). Every problem becomes one `ConfigError` line: key, value, what is allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+class ConfigError(ValueError):
+    """A user's configuration mistake, worded as the one line they will see."""
+
+
+@dataclass
+class DataSchema:
+    batch_size: int = MISSING
+    shuffle: bool = MISSING
+    normalize: bool = MISSING
+    val_points: int = MISSING
+
+
+@dataclass
+class ModelSchema:
+    hidden: int = MISSING
+    layers: int = MISSING
+    lr: float = MISSING
+    ensemble: int = MISSING
+    fused_adam: bool = MISSING
+
+
+@dataclass
+class TrainerSchema:
+    max_epochs: int = MISSING
+    val_every: int = MISSING
+    threads: int = MISSING
+    checkpoint: bool = MISSING
+
+
+@dataclass
+class LoggerSchema:
+    image_every: int = MISSING
+    flush_every: int = MISSING
+    pictures: bool = MISSING
+
+
+@dataclass
+class TrainSchema:
+    data: DataSchema = field(default_factory=DataSchema)
+    model: ModelSchema = field(default_factory=ModelSchema)
+    trainer: TrainerSchema = field(default_factory=TrainerSchema)
+    logger: LoggerSchema = field(default_factory=LoggerSchema)
+    seed: int = MISSING
+    quiet: bool = MISSING
+    output_dir: str = MISSING
+    sweep: Any = None
+
+
+Check = tuple[str, Callable[[Any], bool], str]
+
+RANGE_CHECKS: tuple[Check, ...] = (
+    ("model.hidden", lambda v: v >= 1, "an integer >= 1"),
+    ("model.layers", lambda v: v >= 1, "an integer >= 1"),
+    ("model.ensemble", lambda v: v >= 1, "an integer >= 1"),
+    ("model.lr", lambda v: 0 < v < float("inf"), "a positive finite number"),
+    ("data.batch_size", lambda v: v >= 1, "an integer >= 1"),
+    ("data.val_points", lambda v: v >= 10, "an integer >= 10"),
+    ("trainer.max_epochs", lambda v: v >= 1, "an integer >= 1"),
+    ("trainer.val_every", lambda v: v >= 1, "an integer >= 1"),
+    ("trainer.threads", lambda v: v >= 1, "an integer >= 1"),
+    ("logger.image_every", lambda v: v >= 0, "an integer >= 0 (0 = no pictures during training)"),
+    ("logger.flush_every", lambda v: v >= 1, "an integer >= 1"),
+    ("seed", lambda v: v >= 0, "an integer >= 0"),
+)
+
+
+def compose(overrides: Sequence[str], config_name: str = "train") -> DictConfig:
+    """Compose `conf/<config_name>.yaml` with Hydra overrides, then type- and range-check it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base=None):
+            cfg = hydra_compose(config_name, overrides=list(overrides))
+    except Exception as error:  # Hydra's errors are many classes; all are the user's words
+        raise ConfigError(describe_hydra_error(error)) from error
+    return validate(cfg)
+
+
+def describe_hydra_error(error: BaseException) -> str:
+    """Hydra's multi-line messages, reduced to one line that names the key."""
+    cause = error.__cause__
+    full_key = getattr(cause, "full_key", None)
+    if full_key:
+        return f"unknown key '{full_key}': no such setting (see `python src/train.py --cfg` for all keys)"
+    first, *rest = str(error).strip().splitlines() or ["invalid override"]
+    if "Could not find" in first:
+        options = [line.strip() for line in rest if line.startswith("\t") and "provider=" not in line]
+        return f"{first.split(': ', 1)[-1]}; available: {', '.join(options) or 'none'}"
+    if "Error parsing override" in first and rest:
+        return f"{first}: {rest[0]} (write key=value)"
+    return first
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Types by the schema, then ranges; returns the typed config."""
+    schema = OmegaConf.structured(TrainSchema)
+    try:
+        typed = OmegaConf.merge(schema, cfg)
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", "?")
+        value = OmegaConf.select(cfg, key, default="?") if key != "?" else "?"
+        expected = _expected_type(key)
+        raise ConfigError(f"{key}={value!r}: expected {expected}") from error
+    assert isinstance(typed, DictConfig)
+    check_ranges(typed)
+    return typed
+
+
+def _expected_type(key: str) -> str:
+    schema = OmegaConf.structured(TrainSchema)
+    node = OmegaConf.select(schema, key.rsplit(".", 1)[0]) if "." in key else schema
+    leaf = key.rsplit(".", 1)[-1]
+    try:
+        kind = OmegaConf.get_type(node, leaf) if node is not None else None
+    except Exception:  # the key is not in the schema at all
+        kind = None
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        kind, "a value of the right type"
+    )
+
+
+def check_ranges(cfg: DictConfig) -> None:
+    """Raise ConfigError on the first value outside what the training can use."""
+    for key, allowed, description in RANGE_CHECKS:
+        value = OmegaConf.select(cfg, key)
+        if not allowed(value):
+            raise ConfigError(f"{key}={value}: must be {description}")
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)

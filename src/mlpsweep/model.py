@@ -1,0 +1,171 @@
+"""The tutorial's sigmoid MLP as a LightningModule, optionally as a batched ensemble.
+
+`ensemble=K` trains K independent initialisations in lockstep as one network whose weights
+are shaped (K, in, out) and applied with `torch.baddbmm`. The loss is the *sum* of the
+members' mean losses, so each member's gradient is exactly its own; Adam is elementwise,
+so the members stay independent while sharing every kernel launch. K=1 is the tutorial's
+network, initialised with the same random draws as its `nn.Linear` layers.
+
+Lightning sees one step per epoch (see `data.EpochLoader`); the minibatch loop runs here
+with the raw optimizer, and per-epoch losses go into a preallocated buffer that is
+written to the logger in chunks, so the hot loop never waits on `.item()`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mlpsweep.data import Minibatches
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+METRICS = ("train/loss", "train/acc", "val/loss", "val/acc")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the run cannot recover."""
+
+
+def linear_init(fan_in: int, fan_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw weights the way `nn.Linear(fan_in, fan_out)` does, in the same RNG order."""
+    layer = nn.Linear(fan_in, fan_out)
+    return layer.weight.detach().T.clone(), layer.bias.detach().clone()
+
+
+def parameter_count(hidden: int, layers: int, inputs: int = 1, outputs: int = 1) -> int:
+    """Weights and biases of one member: inputs -> hidden x layers -> outputs."""
+    widths = [inputs] + [hidden] * layers + [outputs]
+    return sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+
+
+class MLP(pl.LightningModule):
+    """`layers` hidden layers of `hidden` sigmoid units, sigmoid output, BCE loss, Adam."""
+
+    def __init__(
+        self,
+        hidden: int = 20,
+        layers: int = 1,
+        lr: float = 0.01,
+        ensemble: int = 1,
+        fused_adam: bool = True,
+        x_shift: float = 0.0,
+        x_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        self._init_members(hidden, layers, ensemble)
+        self.epoch_losses = torch.empty(0)
+        self.member_metrics: dict[str, list[float]] = {}
+        self.val_history: list[tuple[int, float]] = []
+        self.member_metrics_epoch = 0
+        self.epochs_trained = 0
+
+    def _init_members(self, hidden: int, layers: int, ensemble: int) -> None:
+        """Member by member, layer by layer: member 0 equals a K=1 model with the same seed."""
+        widths = [1] + [hidden] * layers + [1]
+        draws = [
+            [linear_init(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)]
+            for _ in range(ensemble)
+        ]
+        for depth in range(len(widths) - 1):
+            self.weights.append(nn.Parameter(torch.stack([m[depth][0] for m in draws])))
+            self.biases.append(nn.Parameter(torch.stack([m[depth][1] for m in draws]).unsqueeze(1)))
+
+    @property
+    def ensemble(self) -> int:
+        return int(self.hparams.ensemble)
+
+    @property
+    def parameter_count(self) -> int:
+        """Trainable parameters of one member (the architecture's size, not K times it)."""
+        return parameter_count(self.hparams.hidden, self.hparams.layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, 1), already standardised -> probabilities (K, N, 1), one row per member."""
+        h = x.expand(self.ensemble, -1, -1)
+        for weight, bias in zip(self.weights, self.biases, strict=True):
+            h = torch.sigmoid(torch.baddbmm(bias, h, weight))
+        return h
+
+    def predict_raw(self, raw_x: torch.Tensor) -> torch.Tensor:
+        """Probabilities for x on the data's own scale (what the plots and users pass)."""
+        return self((raw_x - self.hparams.x_shift) / self.hparams.x_scale)
+
+    def member_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Each member's mean BCE on (x, y): shape (K,)."""
+        prob = self(x)
+        target = y.expand_as(prob)
+        return F.binary_cross_entropy(prob, target, reduction="none").mean(dim=(1, 2))
+
+    def member_accuracy(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Each member's accuracy at threshold 0.5: shape (K,)."""
+        hits = (self(x) > 0.5).to(y.dtype) == y.expand(self.ensemble, -1, -1)
+        return hits.to(torch.float32).mean(dim=(1, 2))
+
+    # ---- training -------------------------------------------------------------------
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, fused=self.hparams.fused_adam)
+
+    def on_train_start(self) -> None:
+        self.raw_optimizer = self.optimizers().optimizer  # skip the wrapper in the hot loop
+        self.epoch_losses = torch.full((self.trainer.max_epochs, self.ensemble), math.nan)
+
+    def training_step(self, minibatches: Minibatches, batch_idx: int) -> None:
+        """One epoch: the tutorial's minibatch loop, summing members' losses for backward."""
+        optimizer = self.raw_optimizer
+        total = torch.zeros(self.ensemble)
+        points = 0
+        for x, y in minibatches:
+            optimizer.zero_grad(set_to_none=True)
+            losses = self.member_losses(x, y)
+            losses.sum().backward()
+            optimizer.step()
+            total += losses.detach() * x.shape[0]
+            points += x.shape[0]
+        self.epoch_losses[self.current_epoch] = total / points
+        self.epochs_trained = self.current_epoch + 1
+
+    # ---- validation -----------------------------------------------------------------
+
+    def validation_step(self, batch: dict[str, Batch], batch_idx: int) -> None:
+        """Members' loss and accuracy on the grid, their accuracy on the training points."""
+        val_x, val_y = batch["val"]
+        train_x, train_y = batch["train"]
+        per_member = {
+            "val/loss": self.member_losses(val_x, val_y),
+            "val/acc": self.member_accuracy(val_x, val_y),
+            "train/acc": self.member_accuracy(train_x, train_y),
+        }
+        last = self.epoch_losses[self.current_epoch] if self.epoch_losses.numel() else None
+        if last is not None and not torch.isnan(last).all():
+            per_member["train/loss"] = last
+        self.member_metrics = {key: values.tolist() for key, values in per_member.items()}
+        self.member_metrics_epoch = self.current_epoch + 1
+        val_loss = self.member_metrics["val/loss"]
+        self.val_history.append((self.current_epoch + 1, sum(val_loss) / len(val_loss)))
+        points = val_x.shape[0]
+        for key, values in per_member.items():
+            self.log(key, values.mean(), batch_size=points)
+            if self.ensemble > 1:
+                self.log(f"{key}_min", values.min(), batch_size=points)
+                self.log(f"{key}_max", values.max(), batch_size=points)
+                self.log(f"{key}_std", values.std(), batch_size=points)
+
+    def finished_epoch_losses(self, until_epoch: int) -> torch.Tensor:
+        """Members' mean per-epoch loss for epochs [0, until_epoch), raising on NaN/inf."""
+        losses = self.epoch_losses[:until_epoch]
+        if losses.numel() and not torch.isfinite(losses).all():
+            first_bad = int((~torch.isfinite(losses)).any(dim=1).nonzero()[0])
+            raise NonFiniteLossError(
+                f"training loss became non-finite at epoch {first_bad}; "
+                f"lower model.lr (now {self.hparams.lr}) or check the data"
+            )
+        return losses.mean(dim=1)

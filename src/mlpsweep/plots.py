@@ -1,0 +1,68 @@
+"""Pictures of a run: the tutorial's fit plot and the loss curve.
+
+Figures are built with `matplotlib.figure.Figure` and the Agg canvas directly: no pyplot
+state, no global figure registry, and the same figure can go to a PNG file and to
+TensorBoard as an RGB array.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+CURVE_POINTS = 501
+
+
+def curve_x(low: float = -50.0, high: float = 50.0) -> torch.Tensor:
+    """Dense x over the tutorial's plotting range, shaped (N, 1)."""
+    return torch.linspace(low, high, CURVE_POINTS).unsqueeze(1)
+
+
+def fit_figure(
+    x: np.ndarray, y: np.ndarray, grid: np.ndarray, member_probs: np.ndarray, title: str
+) -> Figure:
+    """Data points coloured by label, each member's curve faintly, their mean boldly."""
+    figure = Figure(figsize=(7, 3.6), dpi=100)
+    axes = figure.add_subplot()
+    axes.scatter(x, y, c=y, cmap="coolwarm", s=14, zorder=3, label="training points")
+    if member_probs.shape[0] > 1:
+        for probs in member_probs:
+            axes.plot(grid, probs, color="tab:green", alpha=0.25, linewidth=0.8)
+    axes.plot(grid, member_probs.mean(axis=0), color="tab:green", linewidth=2, label="network")
+    axes.axhline(0.5, color="grey", linewidth=0.6, linestyle=":")
+    axes.set(xlabel="x", ylabel="P(y = 1)", ylim=(-0.05, 1.05), title=title)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def loss_figure(epoch_losses: np.ndarray, val_epochs: list[int], val_losses: list[float]) -> Figure:
+    """Per-epoch training loss (members' mean, their range shaded) and validation loss."""
+    figure = Figure(figsize=(7, 3.6), dpi=100)
+    axes = figure.add_subplot()
+    epochs = np.arange(1, epoch_losses.shape[0] + 1)
+    axes.plot(epochs, epoch_losses.mean(axis=1), label="train loss")
+    if epoch_losses.shape[1] > 1:
+        axes.fill_between(epochs, epoch_losses.min(axis=1), epoch_losses.max(axis=1), alpha=0.25)
+    if val_epochs:
+        axes.plot(val_epochs, val_losses, "o-", markersize=3, label="validation loss")
+    axes.set(xlabel="epoch", ylabel="BCE loss", yscale="log", title="loss")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def to_rgb_array(figure: Figure) -> np.ndarray:
+    """Render to an (H, W, 3) uint8 array, the form TensorBoard's add_image takes."""
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def save_png(figure: Figure, path: Path) -> None:
+    FigureCanvasAgg(figure)
+    figure.savefig(path, format="png")

@@ -1,0 +1,239 @@
+"""One training run: build the data and the model from a checked config, fit, write the folder.
+
+The run folder holds everything a person or a sweep needs afterwards: the resolved
+`config.yaml`, TensorBoard events, `metrics.json`, `fit.png`, `loss.png` and a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import secrets
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig
+
+from mlpsweep.callbacks import (
+    FitPictureLogger,
+    HParamsLogger,
+    LossCurveLogger,
+    RunProgress,
+    ValidateLastEpoch,
+    fit_picture,
+)
+from mlpsweep.config import to_yaml
+from mlpsweep.data import PiecewiseDataModule
+from mlpsweep.model import METRICS, MLP
+from mlpsweep.plots import curve_x, loss_figure, save_png
+
+HPARAM_KEYS = (
+    "model.hidden", "model.layers", "model.lr", "model.ensemble", "data.batch_size",
+    "data.normalize", "data.shuffle", "trainer.max_epochs", "seed",
+)
+
+
+@dataclass
+class MemberSummary:
+    """One metric over the ensemble's members: what a sweep optimises and a person reads."""
+
+    mean: float
+    min: float
+    max: float
+    std: float
+    members: list[float]
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> MemberSummary:
+        mean = sum(values) / len(values)
+        spread = math.sqrt(sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1))
+        return cls(mean, min(values), max(values), spread, list(values))
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str
+    epochs: int
+    parameter_count: int
+    duration_s: float
+    metrics: dict[str, MemberSummary] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["run_dir"] = str(self.run_dir)
+        return data
+
+
+def quiet_lightning() -> None:
+    """Lightning's start-up banners and hints that do not apply to a 100-point CPU run."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (".*does not have many workers.*", ".*smaller than the logging interval.*",
+                    ".*LeafSpec.*", ".*is_leaf.*", ".*treespec.*"):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def new_run_dir(base: Path) -> Path:
+    """`base/<date_time>_<4 hex>`: time-sorted, and two runs in one second never collide."""
+    base.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    while True:
+        candidate = base / f"{stamp}_{secrets.token_hex(2)}"
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+
+
+def build(cfg: DictConfig) -> tuple[PiecewiseDataModule, MLP]:
+    """The data module and the model a config describes (seeded, so reproducible)."""
+    pl.seed_everything(cfg.seed, workers=False, verbose=False)
+    datamodule = PiecewiseDataModule(
+        batch_size=cfg.data.batch_size,
+        shuffle=cfg.data.shuffle,
+        normalize=cfg.data.normalize,
+        val_points=cfg.data.val_points,
+        seed=cfg.seed,
+    )
+    model = MLP(
+        hidden=cfg.model.hidden,
+        layers=cfg.model.layers,
+        lr=cfg.model.lr,
+        ensemble=cfg.model.ensemble,
+        fused_adam=cfg.model.fused_adam,
+        x_shift=datamodule.standardizer.shift,
+        x_scale=datamodule.standardizer.scale,
+    )
+    return datamodule, model
+
+
+def hparams_of(cfg: DictConfig) -> dict[str, Any]:
+    """The hyperparameters shown in TensorBoard's HParams tab, flat and typed."""
+    from omegaconf import OmegaConf
+
+    return {key: OmegaConf.select(cfg, key) for key in HPARAM_KEYS}
+
+
+def train(
+    cfg: DictConfig,
+    run_dir: Path,
+    extra_callbacks: Sequence[pl.Callback] = (),
+    progress_label: str = "train",
+) -> RunResult:
+    """Fit the model described by `cfg`, writing the run folder; returns the final metrics.
+
+    Exceptions from the fit (a non-finite loss, a sweep's pruning signal) propagate after
+    `metrics.json` records them, so the folder never looks like a finished run.
+    """
+    quiet_lightning()
+    torch.set_num_threads(cfg.trainer.threads)
+    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    datamodule, model = build(cfg)
+    logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="", default_hp_metric=False)
+    callbacks: list[pl.Callback] = [
+        LossCurveLogger(cfg.logger.flush_every),
+        FitPictureLogger(datamodule, cfg.logger.image_every),
+        ValidateLastEpoch(),
+        HParamsLogger(hparams_of(cfg)),
+        *extra_callbacks,
+    ]
+    if not cfg.quiet:
+        callbacks.append(RunProgress(progress_label))
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=cfg.trainer.max_epochs,
+        logger=logger,
+        callbacks=callbacks,
+        check_val_every_n_epoch=None,
+        val_check_interval=cfg.trainer.val_every,
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    started = time.perf_counter()
+    try:
+        trainer.fit(model, datamodule=datamodule)
+    except BaseException as error:
+        result = summarize(model, run_dir, trainer, time.perf_counter() - started)
+        result.status, result.error = status_of(error), str(error) or type(error).__name__
+        write_metrics(result)
+        raise
+    result = summarize(model, run_dir, trainer, time.perf_counter() - started)
+    finish(cfg, trainer, model, datamodule, result)
+    return result
+
+
+def status_of(error: BaseException) -> str:
+    """'pruned' for a sweep's pruning signal, 'interrupted' for Ctrl-C, else 'failed'."""
+    if type(error).__name__ == "TrialPruned":
+        return "pruned"
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    return "failed"
+
+
+def summarize(model: MLP, run_dir: Path, trainer: pl.Trainer, duration_s: float) -> RunResult:
+    return RunResult(
+        run_dir=run_dir,
+        status="completed",
+        epochs=model.epochs_trained,
+        parameter_count=model.parameter_count,
+        duration_s=round(duration_s, 3),
+        metrics={key: MemberSummary.of(model.member_metrics[key]) for key in METRICS if key in model.member_metrics},
+    )
+
+
+def finish(
+    cfg: DictConfig,
+    trainer: pl.Trainer,
+    model: MLP,
+    datamodule: PiecewiseDataModule,
+    result: RunResult,
+) -> None:
+    """Pictures, checkpoint and metrics.json (TensorBoard's part was written during fit)."""
+    if cfg.logger.pictures:
+        val_acc = result.metrics["val/acc"].mean if "val/acc" in result.metrics else float("nan")
+        title = f"{cfg.model.layers} x {cfg.model.hidden} sigmoid, K={cfg.model.ensemble}: val acc {val_acc:.3f}"
+        save_png(fit_picture(model, datamodule, curve_x(), title), result.run_dir / "fit.png")
+        epochs, val_losses = zip(*model.val_history, strict=True) if model.val_history else ((), ())
+        figure = loss_figure(model.epoch_losses[: result.epochs].numpy(), list(epochs), list(val_losses))
+        save_png(figure, result.run_dir / "loss.png")
+    if cfg.trainer.checkpoint:
+        trainer.save_checkpoint(result.run_dir / "checkpoints" / "last.ckpt")
+    write_metrics(result)
+
+
+def write_metrics(result: RunResult) -> None:
+    """Write metrics.json atomically: readers (a live summary) never see half a file."""
+    target = result.run_dir / "metrics.json"
+    partial = target.with_suffix(".json.tmp")
+    partial.write_text(json.dumps(result.to_json(), indent=2))
+    os.replace(partial, target)
+
+
+def closing_line(result: RunResult) -> str:
+    """The one line a run ends on: final metrics, time, and where everything is."""
+    def fmt(key: str) -> str:
+        summary = result.metrics.get(key)
+        if summary is None:
+            return f"{key} n/a"
+        spread = f" [{summary.min:.3f}..{summary.max:.3f}]" if len(summary.members) > 1 else ""
+        return f"{key} {summary.mean:.4f}{spread}"
+
+    shown = ", ".join(fmt(key) for key in ("val/acc", "train/acc", "val/loss", "train/loss"))
+    return f"{result.status}: {shown}; {result.epochs} epochs in {result.duration_s:.1f}s -> {result.run_dir}"

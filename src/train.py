@@ -1,0 +1,34 @@
+"""`python src/train.py [key=value ...]`: one training run (the tutorial's by default).
+
+Thin entry point: compose and check the config with Hydra, train, exit with a status.
+User mistakes print one line and exit 2; a run that fails (non-finite loss) exits 1.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from mlpsweep.cli import config_or_exit, fail
+
+
+def main(argv: list[str]) -> int:
+    cfg = config_or_exit(argv, usage=__doc__ or "")
+    from mlpsweep.model import NonFiniteLossError
+    from mlpsweep.training import closing_line, new_run_dir, train
+
+    run_dir = new_run_dir(Path(cfg.output_dir))
+    try:
+        result = train(cfg, run_dir)
+    except NonFiniteLossError as error:
+        return fail(f"{error} (run folder kept for inspection: {run_dir})", code=1)
+    except KeyboardInterrupt:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return fail("interrupted; the unfinished run folder was removed", code=130)
+    print(closing_line(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
