@@ -8,13 +8,15 @@ forever). Every problem becomes one `ConfigError` line: key, value, what is allo
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -122,22 +124,24 @@ def validate(cfg: DictConfig) -> DictConfig:
         typed = OmegaConf.merge(schema, cfg)
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", "?")
+        if isinstance(error, ConfigKeyError):  # a key added with `+` that the schema lacks
+            raise ConfigError(f"unknown key '{key}': no such setting (see `--cfg` for all keys)") from error
         value = OmegaConf.select(cfg, key, default="?") if key != "?" else "?"
         expected = _expected_type(key)
         raise ConfigError(f"{key}={value!r}: expected {expected}") from error
     assert isinstance(typed, DictConfig)
+    missing = sorted(OmegaConf.missing_keys(typed))  # a key deleted with `~`
+    if missing:
+        raise ConfigError(f"{missing[0]} has no value: set it as {missing[0]}=<value>")
     check_ranges(typed)
     return typed
 
 
 def _expected_type(key: str) -> str:
-    schema = OmegaConf.structured(TrainSchema)
-    node = OmegaConf.select(schema, key.rsplit(".", 1)[0]) if "." in key else schema
-    leaf = key.rsplit(".", 1)[-1]
-    try:
-        kind = OmegaConf.get_type(node, leaf) if node is not None else None
-    except Exception:  # the key is not in the schema at all
-        kind = None
+    """The schema's declared type of `key` (OmegaConf.get_type would give the MISSING value's: str)."""
+    kind: Any = TrainSchema
+    for part in key.split("."):
+        kind = typing.get_type_hints(kind).get(part) if dataclasses.is_dataclass(kind) else None
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
         kind, "a value of the right type"
     )

@@ -125,7 +125,15 @@ class MLP(pl.LightningModule):
         points = 0
         for x, y in minibatches:
             optimizer.zero_grad(set_to_none=True)
-            losses = self.member_losses(x, y)
+            try:
+                losses = self.member_losses(x, y)
+            except RuntimeError as error:  # BCE rejects NaN probabilities before any loss exists
+                if torch.isfinite(self(x)).all():
+                    raise
+                raise NonFiniteLossError(
+                    f"training loss became non-finite at epoch {self.current_epoch}; "
+                    f"lower model.lr (now {self.hparams.lr}) or check the data"
+                ) from error
             losses.sum().backward()
             optimizer.step()
             total += losses.detach() * x.shape[0]

@@ -1,0 +1,38 @@
+"""`python src/sweep.py [key=value ...]`: an Optuna search over the MLP's architecture.
+
+Sweep keys: sweep.study_name, sweep.storage, sweep.n_trials, sweep.workers, sweep.space,
+sweep.sampler, sweep.pruner, sweep.objectives; `sweep=pareto` for accuracy vs size.
+Any training key (trainer.max_epochs=300, model.lr=0.05) applies to every trial.
+Running the same command again resumes the study up to sweep.n_trials finished trials.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from mlpsweep.cli import config_or_exit, fail
+
+
+def with_sweep_selected(argv: list[str]) -> list[str]:
+    """The sweep config group defaults to `sweep=default` unless the user picked one."""
+    if any(arg.split("=", 1)[0] in ("sweep", "+sweep") for arg in argv):
+        return argv
+    return ["sweep=default", *argv]
+
+
+def main(argv: list[str]) -> int:
+    overrides = with_sweep_selected(argv)
+    cfg = config_or_exit(overrides, usage=__doc__ or "")
+    from mlpsweep.config import ConfigError
+    from mlpsweep.sweep import launch
+
+    try:
+        return launch(cfg, overrides)
+    except ConfigError as error:
+        return fail(str(error))
+    except KeyboardInterrupt:
+        return fail("interrupted; running trials were queued again: re-run the same command to resume", code=130)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
