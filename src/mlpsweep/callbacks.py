@@ -71,7 +71,8 @@ class FitPictureLogger(pl.Callback):
             self.log_picture(trainer, pl_module, epoch)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.log_picture(trainer, pl_module, epochs_done(trainer))
+        assert isinstance(pl_module, MLP)  # current_epoch has already moved past the last epoch here
+        self.log_picture(trainer, pl_module, pl_module.epochs_trained)
 
     def log_picture(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
         if trainer.logger is None:

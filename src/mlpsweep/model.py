@@ -160,6 +160,8 @@ class MLP(pl.LightningModule):
         val_loss = self.member_metrics["val/loss"]
         self.val_history.append((self.current_epoch + 1, sum(val_loss) / len(val_loss)))
         points = val_x.shape[0]
+        # x axis = epochs done, as for the per-epoch loss curve and the pictures (not Lightning's step - 1)
+        self.log("step", float(self.current_epoch + 1), batch_size=points)
         for key, values in per_member.items():
             self.log(key, values.mean(), batch_size=points)
             if self.ensemble > 1:
