@@ -9,6 +9,7 @@ forever). Every problem becomes one `ConfigError` line: key, value, what is allo
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -98,16 +99,16 @@ def compose(overrides: Sequence[str], config_name: str = "train") -> DictConfig:
         with initialize_config_dir(str(CONF_DIR), version_base=None):
             cfg = hydra_compose(config_name, overrides=list(overrides))
     except Exception as error:  # Hydra's errors are many classes; all are the user's words
-        raise ConfigError(describe_hydra_error(error)) from error
+        raise ConfigError(describe_hydra_error(error, overrides)) from error
     return validate(cfg)
 
 
-def describe_hydra_error(error: BaseException) -> str:
+def describe_hydra_error(error: BaseException, overrides: Sequence[str] = ()) -> str:
     """Hydra's multi-line messages, reduced to one line that names the key."""
     cause = error.__cause__
     full_key = getattr(cause, "full_key", None)
     if full_key:
-        return f"unknown key '{full_key}': no such setting (see `python src/train.py --cfg` for all keys)"
+        return unknown_key_message(full_key, overrides)
     first, *rest = str(error).strip().splitlines() or ["invalid override"]
     if "Could not find" in first:
         options = [line.strip() for line in rest if line.startswith("\t") and "provider=" not in line]
@@ -125,7 +126,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", "?")
         if isinstance(error, ConfigKeyError):  # a key added with `+` that the schema lacks
-            raise ConfigError(f"unknown key '{key}': no such setting (see `--cfg` for all keys)") from error
+            raise ConfigError(unknown_key_message(key, [f"{key}={OmegaConf.select(cfg, key)}"])) from error
         value = OmegaConf.select(cfg, key, default="?") if key != "?" else "?"
         expected = _expected_type(key)
         raise ConfigError(f"{key}={value!r}: expected {expected}") from error
@@ -145,6 +146,24 @@ def _expected_type(key: str) -> str:
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
         kind, "a value of the right type"
     )
+
+
+def unknown_key_message(key: str, overrides: Sequence[str] = ()) -> str:
+    """`unknown key 'model.hiden' in model.hiden=3: ...; did you mean model.hidden?`"""
+    given = next((o.lstrip("+~") for o in overrides if f"{o.lstrip('+~').split('=', 1)[0]}.".startswith(f"{key}.")), key)
+    prefix, _, leaf = key.rpartition(".")
+    siblings = {k.rpartition(".")[2]: k for k in _schema_keys(TrainSchema) if k.rpartition(".")[0] == prefix}
+    close = [siblings[m] for m in difflib.get_close_matches(leaf, siblings, n=1)]
+    hint = f"did you mean {close[0]}? " if close else ""
+    return f"unknown key '{key}' in {given}: no such setting; {hint}`python src/train.py --cfg` lists all keys"
+
+
+def _schema_keys(kind: Any, prefix: str = "") -> list[str]:
+    hints = typing.get_type_hints(kind)
+    keys = []
+    for name, sub in hints.items():
+        keys += _schema_keys(sub, f"{prefix}{name}.") if dataclasses.is_dataclass(sub) else [prefix + name]
+    return keys
 
 
 def check_ranges(cfg: DictConfig) -> None:
