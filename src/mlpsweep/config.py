@@ -20,6 +20,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+METRICS = ("train/loss", "train/acc", "val/loss", "val/acc")  # logged per run; members' means
 
 
 class ConfigError(ValueError):

@@ -23,7 +23,6 @@ from torch import nn
 from mlpsweep.data import Minibatches
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-METRICS = ("train/loss", "train/acc", "val/loss", "val/acc")
 
 
 class NonFiniteLossError(RuntimeError):

@@ -26,8 +26,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from mlpsweep.config import ConfigError, compose
-from mlpsweep.model import METRICS
+from mlpsweep.config import METRICS, ConfigError, compose
 
 PARAMETER_COUNT = "parameter_count"
 OBJECTIVE_METRICS = (*METRICS, PARAMETER_COUNT)

@@ -32,9 +32,9 @@ from mlpsweep.callbacks import (
     ValidateLastEpoch,
     fit_picture,
 )
-from mlpsweep.config import to_yaml
+from mlpsweep.config import METRICS, to_yaml
 from mlpsweep.data import PiecewiseDataModule
-from mlpsweep.model import METRICS, MLP
+from mlpsweep.model import MLP
 from mlpsweep.plots import curve_x, loss_figure, save_png
 
 HPARAM_KEYS = (
