@@ -1,0 +1,84 @@
+"""Shared fixtures: configs composed the way the entry point composes them, `src/train.py` as a
+subprocess, and one finished run that several tests read (training is the slow part)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from omegaconf import DictConfig
+
+from mlpsweep.config import compose
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TRAIN_SCRIPT = REPO_ROOT / "src" / "train.py"
+
+
+def compose_run(output_dir: Path, *overrides: str) -> DictConfig:
+    """The training config for `overrides`, quiet and writing under `output_dir`."""
+    return compose(["quiet=true", f"output_dir={output_dir}", *overrides])
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """`make_cfg("model.hidden=5", ...)`: a checked config whose runs go to tmp_path/runs."""
+    return lambda *overrides: compose_run(tmp_path / "runs", *overrides)
+
+
+def run_train_script(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`python src/train.py args...` from the repository root, as a user types it."""
+    return subprocess.run(
+        [sys.executable, str(TRAIN_SCRIPT.relative_to(REPO_ROOT)), *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def run_train() -> Callable[..., subprocess.CompletedProcess[str]]:
+    return run_train_script
+
+
+def run_dirs(output_dir: Path) -> list[Path]:
+    """Run folders under `output_dir` (none if it was never created)."""
+    return sorted(p for p in output_dir.iterdir() if p.is_dir()) if output_dir.exists() else []
+
+
+@dataclass
+class FinishedRun:
+    """A short ensemble run trained once per test session, read by the run-folder tests."""
+
+    cfg: DictConfig
+    run_dir: Path
+    result: Any  # mlpsweep.training.RunResult
+    metrics: dict[str, Any]
+
+
+# Small but complete: validation and pictures fire twice during the run and once at the end.
+FINISHED_RUN_OVERRIDES = (
+    "trainer.max_epochs=250",
+    "trainer.val_every=100",
+    "logger.image_every=100",
+    "logger.flush_every=100",
+    "model.ensemble=3",
+    "seed=7",
+)
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> FinishedRun:
+    from mlpsweep.training import new_run_dir, train
+
+    output_dir = tmp_path_factory.mktemp("finished") / "runs"
+    cfg = compose_run(output_dir, *FINISHED_RUN_OVERRIDES)
+    result = train(cfg, new_run_dir(Path(cfg.output_dir)))
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    return FinishedRun(cfg, result.run_dir, result, metrics)
