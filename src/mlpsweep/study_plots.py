@@ -1,0 +1,247 @@
+"""Pictures of a whole study, as PNGs under `<study>/plots/` and images in TensorBoard.
+
+Optuna's matplotlib visualisations draw what Optuna knows (history, importances, Pareto
+front); the architecture map and the size-vs-accuracy plot need the ensemble members'
+values from the trial folders, so they are drawn here. Optuna's functions use pyplot, so
+the Agg backend is selected first (no display needed) and each figure is closed after use.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import optuna  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from mlpsweep.plots import save_png  # noqa: E402
+
+if TYPE_CHECKING:
+    from mlpsweep.report import Report
+
+FIGSIZE = (8.0, 5.0)
+DPI = 100
+PICTURES = {
+    "best_fit": "The best trial's fit (the tutorial's picture)",
+    "architecture": "Validation accuracy over hidden units x layers",
+    "size_vs_accuracy": "Members' validation accuracy against network size",
+    "history": "Optimisation history",
+    "importances": "Parameter importances",
+    "pareto": "Pareto front",
+}
+
+
+def draw_all(report: Report, study: optuna.Study, plots_dir: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """Every picture that applies; returns {title: path} drawn and {title: reason} skipped.
+
+    A picture that no longer applies is removed, so the folder never shows a stale one.
+    """
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    drawers: dict[str, Callable[[], Figure | Path | str]] = {
+        "best_fit": lambda: best_fit(report, plots_dir / "best_fit.png"),
+        "architecture": lambda: architecture_figure(report),
+        "size_vs_accuracy": lambda: size_figure(report),
+        "history": lambda: history_figure(report, study),
+        "importances": lambda: importances_figure(report, study),
+        "pareto": lambda: pareto_figure(report, study),
+    }
+    drawn: dict[str, Path] = {}
+    skipped: dict[str, str] = {}
+    for name, draw in drawers.items():
+        path = plots_dir / f"{name}.png"
+        with warnings.catch_warnings(), matplotlib.rc_context():
+            warnings.simplefilter("ignore")
+            outcome = draw()
+        if isinstance(outcome, str):
+            path.unlink(missing_ok=True)
+            if outcome:
+                skipped[PICTURES[name]] = outcome
+            continue
+        if isinstance(outcome, Figure):
+            save_png(outcome, path)
+            plt.close(outcome)
+        drawn[PICTURES[name]] = path
+    return drawn, skipped
+
+
+def best_fit(report: Report, target: Path) -> Path | str:
+    """The best trial's own fit.png: the data points and every member's curve."""
+    best = report.best
+    if best is None:
+        return "no trial has completed yet"
+    source = best.folder / "fit.png" if best.folder else None
+    if source is None or not source.is_file():
+        return f"trial {best.number}'s fit.png is not on this machine (or logger.pictures=false)"
+    shutil.copyfile(source, target)
+    return target
+
+
+def _figure() -> tuple[Figure, plt.Axes]:
+    figure = plt.figure(figsize=FIGSIZE, dpi=DPI)
+    return figure, figure.add_subplot()
+
+
+def architecture_figure(report: Report) -> Figure | str:
+    """Hidden units (log axis) x layers, coloured by the members' mean val/acc.
+
+    Complete trials are filled circles (a thick black ring: every member reached the
+    threshold); pruned trials are hollow squares at the accuracy they had when stopped.
+    """
+    from mlpsweep.report import ANSWER_METRIC
+
+    rows = [
+        r for r in report.rows
+        if r.state in ("complete", "pruned") and "model.hidden" in r.params and "model.layers" in r.params
+        and r.metric(ANSWER_METRIC) is not None
+    ]
+    if not rows:
+        return "needs trials with model.hidden and model.layers searched and a val/acc"
+    values = [r.metric(ANSWER_METRIC) or 0.0 for r in rows]
+    norm = matplotlib.colors.Normalize(vmin=min(values), vmax=max(max(values), min(values) + 1e-6))
+    cmap = matplotlib.colormaps["viridis"]
+    fits = {c.row.number for c in _fitting(report)}
+    figure, axes = _figure()
+    for row, value in zip(rows, values, strict=True):
+        x, y = row.params["model.hidden"], row.params["model.layers"]
+        if row.state == "complete":
+            ring = 2.5 if row.number in fits else 0.6
+            axes.scatter(x, y, s=260, color=cmap(norm(value)), edgecolors="black", linewidths=ring, zorder=3)
+        else:
+            axes.scatter(x, y, s=200, marker="s", facecolors="none", edgecolors=cmap(norm(value)), linewidths=2, zorder=2)
+        axes.annotate(f"{value:.3f}", (x, y), textcoords="offset points", xytext=(0, 12), ha="center", fontsize=7)
+    figure.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, label=f"{ANSWER_METRIC} (members' mean)")
+    axes.set_xscale("log", base=2)
+    axes.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    layers = sorted({r.params["model.layers"] for r in rows})
+    axes.set_yticks(layers)
+    axes.set_ylim(min(layers) - 0.6, max(layers) + 0.6)
+    axes.set(
+        xlabel="hidden units per layer (model.hidden, log scale)", ylabel="hidden layers (model.layers)",
+        title=f"{ANSWER_METRIC} by architecture: circles complete (thick ring: all members >= "
+        f"{report.answer.threshold:g}), squares pruned",
+    )
+    axes.title.set_fontsize(9)
+    figure.tight_layout()
+    return figure
+
+
+def _fitting(report: Report) -> list:
+    from mlpsweep.report import judge
+
+    candidates, _ = judge(report.rows, report.answer.threshold)
+    return [c for c in candidates if c.fits]
+
+
+def size_figure(report: Report) -> Figure | str:
+    """Each complete trial's members' val/acc against its parameter count, with the threshold.
+
+    This is the answer's evidence: the leftmost column whose dots all clear the line.
+    """
+    from mlpsweep.report import ANSWER_METRIC
+
+    rows = [r for r in report.rows if r.state == "complete" and r.members.get(ANSWER_METRIC) and r.parameter_count]
+    if not rows:
+        return "needs complete trials with their folders' metrics.json (per-member values)"
+    figure, axes = _figure()
+    for row in rows:
+        members = np.asarray(row.members[ANSWER_METRIC])
+        size = np.full(members.shape, row.parameter_count)
+        axes.scatter(size, members, s=12, color="tab:blue", alpha=0.5, zorder=2)
+        axes.scatter([row.parameter_count], [members.mean()], s=50, marker="_", color="black", zorder=3)
+    axes.axhline(report.answer.threshold, color="tab:red", linestyle="--", label=f"threshold {report.answer.threshold:g}")
+    winner = report.answer.winner
+    if winner is not None:
+        axes.axvline(winner.size, color="tab:green", linestyle=":", label=f"smallest that fits: {winner.size} params")
+    axes.set_xscale("log")
+    axes.set(
+        xlabel="parameters per member (log scale)", ylabel=f"{ANSWER_METRIC} per member",
+        title="each dot one ensemble member, bar their mean (complete trials)",
+    )
+    axes.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def _optuna_figure(axes: plt.Axes) -> Figure:
+    figure = axes.figure
+    figure.set_size_inches(*FIGSIZE)
+    figure.set_dpi(DPI)
+    figure.tight_layout()
+    return figure
+
+
+def history_figure(report: Report, study: optuna.Study) -> Figure | str:
+    """Optuna's optimisation history of the first objective."""
+    from mlpsweep.report import primary_target
+
+    if not report.counts["complete"]:
+        return "no trial has completed yet"
+    axes = optuna.visualization.matplotlib.plot_optimization_history(
+        study, target=primary_target(study), target_name=report.objectives[0].metric
+    )
+    return _optuna_figure(axes)
+
+
+def importances_figure(report: Report, study: optuna.Study) -> Figure | str:
+    """Optuna's importance bars, with the same seeded evaluator as the summary's table."""
+    from mlpsweep.report import importance_evaluator, importance_target
+
+    if report.importances.values is None:
+        return report.importances.reason
+    axes = optuna.visualization.matplotlib.plot_param_importances(
+        study, evaluator=importance_evaluator(), target=importance_target(study), target_name=report.importances.target_name
+    )
+    return _optuna_figure(axes)
+
+
+def pareto_figure(report: Report, study: optuna.Study) -> Figure | str:
+    """Optuna's Pareto-front plot, for a multi-objective study only ('' = not applicable)."""
+    if not report.multi_objective:
+        return ""
+    if not report.counts["complete"]:
+        return "no trial has completed yet"
+    axes = optuna.visualization.matplotlib.plot_pareto_front(
+        study, target_names=[o.metric for o in report.objectives]
+    )
+    return _optuna_figure(axes)
+
+
+def png_to_rgb(path: Path) -> np.ndarray:
+    """A PNG as an (H, W, 3) uint8 array, the form TensorBoard's add_image takes."""
+    image = matplotlib.image.imread(path)
+    if image.dtype != np.uint8:
+        image = (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
+    return image[..., :3] if image.ndim == 3 else np.stack([image] * 3, axis=-1)
+
+
+def log_to_tensorboard(report: Report, summary_text: str, logdir: Path) -> None:
+    """The summary (markdown) and every picture, in the study's TensorBoard logdir.
+
+    Earlier summaries' event files are replaced, so TensorBoard shows the latest one,
+    stepped by the number of finished trials it was built from.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
+    logdir.mkdir(parents=True, exist_ok=True)
+    for old in logdir.glob("events.out.tfevents.*"):
+        old.unlink()
+    counts = report.counts
+    step = counts["complete"] + counts["pruned"] + counts["failed"]
+    writer = SummaryWriter(log_dir=str(logdir))
+    try:
+        writer.add_text("study/summary", summary_text, global_step=step)
+        for path in report.pictures.values():
+            writer.add_image(f"study/{path.stem}", png_to_rgb(path), global_step=step, dataformats="HWC")
+        if report.best is not None and report.best.values:
+            writer.add_scalar(f"study/best_{report.objectives[0].metric}", report.best.values[0], global_step=step)
+    finally:
+        writer.close()

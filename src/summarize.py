@@ -1,0 +1,51 @@
+"""`python src/summarize.py [study folder or name] [--threshold 0.99] [--storage URL]`.
+
+Prints the summary of a sweep (the latest under outputs/sweeps by default) and writes, in
+its folder: summary.md, trials.csv, plots/*.png, and a TensorBoard entry under summary/.
+It reads only the study's storage and trial folders, so it works while a sweep runs and
+after one was killed. A password-protected storage (study.json says so) needs its URL
+again: --storage 'postgresql://user:PASSWORD@host/db' or the MLPSWEEP_STORAGE variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from mlpsweep.cli import fail
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    from mlpsweep.report import DEFAULT_SWEEPS_DIR, DEFAULT_THRESHOLD, OneLineParser
+
+    parser = OneLineParser(prog="summarize.py", description=__doc__.split("\n\n")[1] if __doc__ else None)
+    parser.add_argument("study", nargs="?", help="study folder or name under --sweeps-dir (default: the latest)")
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                        help=f"val/acc every member must reach for a network to count as fitting (default {DEFAULT_THRESHOLD})")
+    parser.add_argument("--storage", help="storage URL, for a study whose password study.json does not keep")
+    parser.add_argument("--sweeps-dir", type=Path, default=DEFAULT_SWEEPS_DIR, help="where sweeps live (default %(default)s)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    from mlpsweep.report import ReportError, scrub, summarize_study, url_password
+
+    secrets = (url_password(args.storage),) if args.storage else ()
+    try:
+        report, text = summarize_study(args.study, args.threshold, args.storage, args.sweeps_dir)
+    except ReportError as error:
+        return fail(scrub(str(error), secrets))
+    except KeyboardInterrupt:
+        return fail("interrupted", code=130)
+    folder = report.source.folder
+    print(re.sub(r"^!\[[^\]]*\]\(([^)]*)\)$", lambda m: f"-> {folder / m.group(1)}", text, flags=re.MULTILINE), end="")
+    print(f"written: {folder / 'summary.md'}, {folder / 'trials.csv'}, {len(report.pictures)} pictures in "
+          f"{folder / 'plots'}/, TensorBoard {folder / 'summary'}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
