@@ -162,7 +162,8 @@ class MLP(pl.LightningModule):
         # x axis = epochs done, as for the per-epoch loss curve and the pictures (not Lightning's step - 1)
         self.log("step", float(self.current_epoch + 1), batch_size=points)
         for key, values in per_member.items():
-            self.log(key, values.mean(), batch_size=points)
+            # the per-epoch train/loss curve is LossCurveLogger's: a copy here would land out of step order
+            self.log(key, values.mean(), batch_size=points, logger=key != "train/loss")
             if self.ensemble > 1:
                 self.log(f"{key}_min", values.min(), batch_size=points)
                 self.log(f"{key}_max", values.max(), batch_size=points)
