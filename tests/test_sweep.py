@@ -1,0 +1,317 @@
+"""The Optuna sweep: real small studies (few trials, few epochs) on SQLite and PostgreSQL.
+
+Sweeps run in-process through `mlpsweep.sweep.launch` where the point is the study's
+contents, and as `python src/sweep.py` subprocesses where the point is what a user sees
+(exit codes, one-line errors, several worker processes, a SIGKILL).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from mlpsweep.config import ConfigError, compose
+from mlpsweep.sweep import budget_used, launch, mask_url, parse_settings, state_counts
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SWEEP_SCRIPT = "src/sweep.py"
+
+# Small and fast: 60 epochs, validation (and so pruning reports) every 20.
+FAST = ("trainer.max_epochs=60", "trainer.val_every=20", "logger.image_every=0", "quiet=true", "sweep.workers=1")
+
+
+def sweep_overrides(out: Path, *extra: str) -> list[str]:
+    return ["sweep=default", *FAST, f"sweep.output_dir={out}", *extra]
+
+
+def run_sweep_in_process(out: Path, *extra: str) -> tuple[int, optuna.Study]:
+    overrides = sweep_overrides(out, *extra)
+    cfg = compose(overrides)
+    code = launch(cfg, overrides)
+    settings = parse_settings(cfg)
+    return code, optuna.load_study(study_name=settings.study_name, storage=settings.storage_url)
+
+
+def run_sweep_script(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, SWEEP_SCRIPT, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.get_trials() if t.state.is_finished()]
+
+
+# ---- a small real sweep --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, optuna.Study, int]:
+    out = tmp_path_factory.mktemp("sweep")
+    code, study = run_sweep_in_process(out, "sweep.n_trials=3", "sweep/pruner=none")
+    return out, study, code
+
+
+def test_small_sweep_leaves_trials_folders_and_best_yaml(small_sweep) -> None:
+    out, study, code = small_sweep
+    assert code == 0
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    for trial in trials:
+        folder = out / "mlp_arch" / "trials" / str(trial.number)
+        assert Path(trial.user_attrs["run_dir"]) == folder.resolve()
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["status"] == "completed"
+        assert metrics["metrics"]["val/acc"]["mean"] == pytest.approx(trial.value)
+        assert len(metrics["metrics"]["val/acc"]["members"]) == 4  # the sweep's ensemble
+        assert (folder / "config.yaml").exists() and (folder / "fit.png").exists()
+        assert list(folder.glob("events.out.tfevents.*"))
+    best_yaml = (out / "mlp_arch" / "best.yaml").read_text()
+    assert f"best trial {study.best_trial.number}" in best_yaml
+    assert f"hidden: {study.best_trial.params['model.hidden']}" in best_yaml
+    pointer = json.loads((out / "mlp_arch" / "study.json").read_text())
+    assert pointer["study_name"] == "mlp_arch" and pointer["n_trials"] == 3
+
+
+def test_each_trial_gets_the_sampled_architecture(small_sweep) -> None:
+    out, study, _ = small_sweep
+    for trial in study.get_trials():
+        config = (out / "mlp_arch" / "trials" / str(trial.number) / "config.yaml").read_text()
+        assert f"hidden: {trial.params['model.hidden']}\n" in config
+        assert f"layers: {trial.params['model.layers']}\n" in config
+        assert trial.user_attrs["parameter_count"] > 0
+
+
+@pytest.mark.slow
+def test_reproduce_line_gives_the_same_val_acc(small_sweep, tmp_path: Path) -> None:
+    _, study, _ = small_sweep
+    best = study.best_trial
+    command = best.user_attrs["reproduce"]
+    assert command.startswith("python src/train.py ")
+    args = command.split()[2:]
+    result = subprocess.run(
+        [sys.executable, "src/train.py", *args, f"output_dir={tmp_path}", "quiet=true"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["metrics"]["val/acc"]["mean"] == pytest.approx(best.value, abs=1e-6)
+
+
+def test_resume_adds_no_duplicates_and_stops_at_n_trials(tmp_path: Path) -> None:
+    _, study = run_sweep_in_process(tmp_path, "sweep.n_trials=2")
+    first = [(t.number, t.params) for t in study.get_trials()]
+    assert len(first) == 2
+    _, study = run_sweep_in_process(tmp_path, "sweep.n_trials=2")  # finished: does nothing
+    assert [(t.number, t.params) for t in study.get_trials()] == first
+    _, study = run_sweep_in_process(tmp_path, "sweep.n_trials=3")  # one more, not three
+    trials = study.get_trials()
+    assert len(trials) == 3 and [(t.number, t.params) for t in trials[:2]] == first
+    assert all(t.state.is_finished() for t in trials)
+
+
+def test_aggressive_pruner_prunes_and_records_the_epoch(tmp_path: Path) -> None:
+    # ThresholdPruner: any trial whose val/acc is below 0.99 at a validation is pruned.
+    _, study = run_sweep_in_process(
+        tmp_path, "sweep.n_trials=2", "sweep/pruner=threshold", "sweep.pruner.lower=0.99",
+        "sweep.pruner.n_warmup_steps=0",
+    )
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.PRUNED] * 2
+    for trial in trials:
+        assert trial.user_attrs["epochs"] == 20  # stopped at the first validation
+        assert list(trial.intermediate_values) == [19]  # reported at epoch index 19
+        metrics = json.loads((Path(trial.user_attrs["run_dir"]) / "metrics.json").read_text())
+        assert metrics["status"] == "pruned"
+
+
+def test_failing_trials_do_not_stop_the_sweep(tmp_path: Path) -> None:
+    # hidden=0 is rejected by the training config: those trials FAIL with the reason kept.
+    code, study = run_sweep_in_process(
+        tmp_path, "sweep.n_trials=4", "sweep/sampler=random", "sweep/pruner=none",
+        "~sweep.space.model.hidden", "+sweep.space.model.hidden={type:categorical,choices:[0,2]}", "seed=3",
+    )
+    states = [t.state for t in study.get_trials()]
+    assert len(states) == 4 and TrialState.FAIL in states and TrialState.COMPLETE in states
+    assert code == 0
+    for trial in study.get_trials(states=(TrialState.FAIL,)):
+        assert trial.params["model.hidden"] == 0
+        assert "model.hidden=0" in trial.user_attrs["fail_reason"]
+
+
+def test_pareto_sweep_lists_the_front(tmp_path: Path) -> None:
+    result = run_sweep_script(
+        "sweep=pareto", *FAST, f"sweep.output_dir={tmp_path}", "sweep.n_trials=3", "trainer.max_epochs=40"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Pareto front:" in result.stdout
+    study = optuna.load_study(study_name="mlp_pareto", storage=f"sqlite:///{tmp_path / 'mlp_pareto' / 'study.db'}")
+    assert len(study.directions) == 2
+    for trial in study.best_trials:
+        assert f"trial {trial.number}:" in result.stdout
+        assert trial.values[1] == trial.user_attrs["parameter_count"]
+    assert (tmp_path / "mlp_pareto" / "best.yaml").exists()
+
+
+# ---- several workers -----------------------------------------------------------------
+
+
+def assert_exact_budget(study: optuna.Study, n_trials: int) -> None:
+    trials = study.get_trials()
+    numbers = [t.number for t in trials]
+    assert len(finished(study)) == n_trials == len(trials)
+    assert len(set(numbers)) == len(numbers)
+
+
+@pytest.mark.slow
+def test_two_workers_on_sqlite_give_exactly_n_trials(tmp_path: Path) -> None:
+    result = run_sweep_script(*sweep_overrides(tmp_path, "sweep.n_trials=5", "sweep.workers=2"))
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="mlp_arch", storage=f"sqlite:///{tmp_path / 'mlp_arch' / 'study.db'}")
+    assert_exact_budget(study, 5)
+    hosts_dirs = {t.user_attrs["run_dir"] for t in study.get_trials()}
+    assert len(hosts_dirs) == 5
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the PostgreSQL server in MLPSWEEP_PG_URL, dropped afterwards."""
+    base = os.environ.get("MLPSWEEP_PG_URL")
+    if not base:
+        if os.environ.get("MLPSWEEP_REQUIRE_PG"):
+            pytest.fail("MLPSWEEP_REQUIRE_PG is set but MLPSWEEP_PG_URL is not")
+        pytest.skip("no PostgreSQL: set MLPSWEEP_PG_URL (.ci/run starts one and sets it)")
+    import psycopg
+
+    name = f"mlpsweep_test_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(base.replace("postgresql://", "postgresql://", 1), autocommit=True)
+    except psycopg.OperationalError as error:
+        if os.environ.get("MLPSWEEP_REQUIRE_PG"):
+            raise
+        pytest.skip(f"PostgreSQL at {mask_url(base)} unreachable: {error}")
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{base.rsplit('/', 1)[0]}/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_two_workers_on_postgresql_give_exactly_n_trials(tmp_path: Path, postgres_url: str) -> None:
+    result = run_sweep_script(
+        *sweep_overrides(tmp_path, "sweep.n_trials=4", "sweep.workers=2", f"sweep.storage={postgres_url}")
+    )
+    assert result.returncode == 0, result.stderr
+    password = urlsplit(postgres_url).password
+    assert f":{password}@" not in result.stdout + result.stderr and ":***@" in result.stdout  # masked
+    study = optuna.load_study(study_name="mlp_arch", storage=postgres_url)
+    assert_exact_budget(study, 4)
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_trial_is_retried_after_restart(tmp_path: Path) -> None:
+    """SIGKILL a worker in the middle of a trial; the same command again completes the study."""
+    args = sweep_overrides(
+        tmp_path, "sweep.n_trials=2", "sweep.heartbeat_interval=1", "sweep.grace_period=2",
+        "trainer.max_epochs=3000", "trainer.val_every=500", "sweep/pruner=none",
+    )
+    storage = f"sqlite:///{tmp_path / 'mlp_arch' / 'study.db'}"
+    worker = subprocess.Popen([sys.executable, SWEEP_SCRIPT, *args], cwd=REPO_ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        running = wait_for_running_trial(storage, timeout=120)
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    time.sleep(3)  # past the grace period: the trial's heartbeat is stale
+    shorter = [a for a in args if not a.startswith("trainer.max_epochs")] + ["trainer.max_epochs=60"]
+    result = run_sweep_script(*shorter)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="mlp_arch", storage=storage)
+    trials = study.get_trials()
+    killed = trials[running]
+    assert killed.state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == running]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == killed.params
+    counts = state_counts(trials)
+    assert counts["complete"] == 2 and counts["retried"] == 1 and budget_used(trials) == 2
+
+
+def wait_for_running_trial(storage: str, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            study = optuna.load_study(study_name="mlp_arch", storage=storage)
+            running = study.get_trials(states=(TrialState.RUNNING,))
+            if running and running[0].user_attrs.get("run_dir"):
+                time.sleep(1.0)  # inside training, not just asked
+                return running[0].number
+        except (KeyError, optuna.exceptions.StorageInternalError, Exception):
+            pass
+        time.sleep(0.2)
+    raise AssertionError("no trial started running in time")
+
+
+# ---- bad input -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("+sweep.space.model.hiddn={type:int,low:1,high:3}", "model.hiddn"),
+        ("sweep.space.model.hidden.low=70", "low=70"),
+        ("sweep.n_trials=0", "sweep.n_trials=0"),
+        ("sweep.n_trials=-3", "sweep.n_trials=-3"),
+        ("sweep.workers=0", "sweep.workers=0"),
+        ("sweep.storage=notaurl", "notaurl"),
+        ("sweep.storage=postgresql://someone:secret@127.0.0.1:1/db", "127.0.0.1:1"),
+        ("sweep.n_trial=3", "sweep.n_trial"),
+    ],
+)
+def test_bad_input_is_one_line_and_leaves_the_study_untouched(
+    small_sweep, override: str, named: str
+) -> None:
+    out, study, _ = small_sweep
+    database = out / "mlp_arch" / "study.db"
+    before = (database.stat().st_mtime_ns, len(study.get_trials()))
+    started = time.monotonic()
+    result = run_sweep_script(*sweep_overrides(out, "sweep.n_trials=5"), override, timeout=60)
+    assert result.returncode == 2
+    assert time.monotonic() - started < 30
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "secret" not in result.stderr + result.stdout
+    assert (database.stat().st_mtime_ns, len(study.get_trials())) == before
+
+
+def test_searched_key_cannot_also_be_fixed(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="model.hidden"):
+        run_sweep_in_process(tmp_path, "model.hidden=5")
+    assert not (tmp_path / "mlp_arch" / "study.db").exists()
+
+
+def test_mask_url_hides_only_the_password() -> None:
+    assert mask_url("postgresql://user:secret@host:5432/db") == "postgresql://user:***@host:5432/db"
+    assert mask_url("postgresql://user@host/db") == "postgresql://user@host/db"
+    assert mask_url("sqlite:////tmp/a/study.db") == "sqlite:////tmp/a/study.db"
+    assert "p@ss" not in mask_url("postgresql://u:p@ss@host/db")
