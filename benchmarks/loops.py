@@ -8,12 +8,32 @@ would write instead of it.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 EPOCH_PRINT_EVERY = 1000  # the tutorial plots and prints every 1000 epochs
+
+
+@dataclass
+class Timing:
+    """Wall and process CPU seconds of one measured stretch of code.
+
+    CPU time counts all the process's threads; on a machine shared with other work it
+    moves far less than wall time does.
+    """
+
+    wall: float
+    cpu: float
+
+    @classmethod
+    def start(cls) -> Timing:
+        return cls(time.perf_counter(), time.process_time())
+
+    def stop(self) -> Timing:
+        return Timing(time.perf_counter() - self.wall, time.process_time() - self.cpu)
 
 
 class Data(Dataset):
@@ -55,8 +75,8 @@ class NeuralNetwork(nn.Module):
         return x
 
 
-def tutorial_loop(epochs: int, seed: int = 0) -> tuple[float, list[float]]:
-    """The tutorial's training loop, minus its plotting: (seconds, per-epoch summed loss).
+def tutorial_loop(epochs: int, seed: int = 0) -> tuple[Timing, list[float]]:
+    """The tutorial's training loop, minus its plotting: (its timing, per-epoch summed loss).
 
     As the tutorial: per-item Dataset, DataLoader(batch_size=32) without shuffling, Adam
     lr 0.01 (not fused), BCELoss, `total += loss.item()` after every step. Its plot and
@@ -71,7 +91,7 @@ def tutorial_loop(epochs: int, seed: int = 0) -> tuple[float, list[float]]:
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     data_loader = DataLoader(dataset=dataset, batch_size=32)
     losses: list[float] = []
-    started = time.perf_counter()
+    timing = Timing.start()
     for epoch in range(epochs):
         total = 0
         for x, y in data_loader:
@@ -84,11 +104,11 @@ def tutorial_loop(epochs: int, seed: int = 0) -> tuple[float, list[float]]:
         if epoch % EPOCH_PRINT_EVERY == 0:
             pass  # the tutorial plots the fit and prints the loss here
         losses.append(total)
-    return time.perf_counter() - started, losses
+    return timing.stop(), losses
 
 
-def eager_floor(epochs: int, seed: int = 0) -> float:
-    """The least a step can cost in eager PyTorch here: seconds for `epochs` epochs.
+def eager_floor(epochs: int, seed: int = 0) -> Timing:
+    """The least a step can cost in eager PyTorch here: the timing of `epochs` epochs.
 
     Pre-sliced batches, fused Adam, one thread, `nn.Linear` layers, and nothing else (no
     loss read back, no logging). The caller's thread count is restored afterwards.
@@ -102,12 +122,12 @@ def eager_floor(epochs: int, seed: int = 0) -> float:
         model = nn.Sequential(nn.Linear(1, 20), nn.Sigmoid(), nn.Linear(20, 1), nn.Sigmoid())
         criterion = nn.BCELoss()
         optimizer = torch.optim.Adam(model.parameters(), lr=0.01, fused=True)
-        started = time.perf_counter()
+        timing = Timing.start()
         for _ in range(epochs):
             for x, y in batches:
                 optimizer.zero_grad(set_to_none=True)
                 criterion(model(x), y).backward()
                 optimizer.step()
-        return time.perf_counter() - started
+        return timing.stop()
     finally:
         torch.set_num_threads(threads)
