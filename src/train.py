@@ -6,7 +6,6 @@ User mistakes print one line and exit 2; a run that fails (non-finite loss) exit
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -23,9 +22,8 @@ def main(argv: list[str]) -> int:
         result = train(cfg, run_dir)
     except NonFiniteLossError as error:
         return fail(f"{error} (run folder kept for inspection: {run_dir})", code=1)
-    except KeyboardInterrupt:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        return fail("interrupted; the unfinished run folder was removed", code=130)
+    except KeyboardInterrupt as error:
+        return fail(f"{error or 'interrupted'}; the partial run is in {run_dir} (metrics.json status: interrupted)", code=130)
     print(closing_line(result))
     return 0
 

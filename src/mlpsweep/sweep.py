@@ -363,7 +363,9 @@ def next_trial(study: optuna.Study, settings: SweepSettings, storage: optuna.sto
     """A new (or re-queued) trial if the study still needs one, else None."""
     with ask_lock(settings, storage):
         optuna.storages.fail_stale_trials(study)
-        if budget_used(study.get_trials(deepcopy=False)) >= settings.n_trials:
+        trials = study.get_trials(deepcopy=False)
+        queued = any(t.state == TrialState.WAITING for t in trials)  # ask() takes those first
+        if not queued and budget_used(trials) >= settings.n_trials:
             return None
         return study.ask()
 

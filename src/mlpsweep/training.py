@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import secrets
+import signal
 import time
 import warnings
 from collections.abc import Sequence
@@ -167,7 +168,7 @@ def train(
     )
     started = time.perf_counter()
     try:
-        trainer.fit(model, datamodule=datamodule)
+        fit_interruptible(trainer, model, datamodule)
     except BaseException as error:
         result = summarize(model, run_dir, trainer, time.perf_counter() - started)
         result.status, result.error = status_of(error), str(error) or type(error).__name__
@@ -176,6 +177,21 @@ def train(
     result = summarize(model, run_dir, trainer, time.perf_counter() - started)
     finish(cfg, trainer, model, datamodule, result)
     return result
+
+
+def fit_interruptible(trainer: pl.Trainer, model: MLP, datamodule: PiecewiseDataModule) -> None:
+    """`trainer.fit`, but Ctrl-C stays a KeyboardInterrupt.
+
+    Lightning answers Ctrl-C with `sys.exit(1)` and ignores SIGINT from then on; a sweep
+    worker must instead see the interrupt (to queue its trial again) and stay stoppable.
+    """
+    try:
+        trainer.fit(model, datamodule=datamodule)
+    except SystemExit as error:
+        if not isinstance(error.__context__, KeyboardInterrupt):
+            raise
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt(f"interrupted at epoch {model.epochs_trained}") from None
 
 
 def status_of(error: BaseException) -> str:
