@@ -136,6 +136,18 @@ def test_aggressive_pruner_prunes_and_records_the_epoch(tmp_path: Path) -> None:
         assert list(trial.intermediate_values) == [19]  # reported at epoch index 19
         metrics = json.loads((Path(trial.user_attrs["run_dir"]) / "metrics.json").read_text())
         assert metrics["status"] == "pruned"
+        assert hparams_entries(Path(trial.user_attrs["run_dir"])), "pruned trials belong in the HParams tab too"
+
+
+def hparams_entries(run_dir: Path) -> dict[str, bytes]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    try:
+        return events.PluginTagToContent("hparams")
+    except KeyError:  # no hparams plugin data in the run
+        return {}
 
 
 def test_failing_trials_do_not_stop_the_sweep(tmp_path: Path) -> None:

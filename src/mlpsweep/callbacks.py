@@ -100,13 +100,21 @@ class HParamsLogger(pl.Callback):
 
     Lightning's own entry shows a placeholder (-1) or nothing; this one is written when
     training ends, before Lightning closes the event file, with the last validation's
-    members' means and the architecture's parameter count.
+    members' means and the architecture's parameter count. A run stopped early (a sweep's
+    pruned trial) gets one too, with the metrics it had reached, so the HParams tab shows
+    every trial of a study.
     """
 
     def __init__(self, hparams: dict[str, Any]) -> None:
         self.hparams = hparams
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.write(trainer, pl_module)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self.write(trainer, pl_module)
+
+    def write(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert isinstance(pl_module, MLP)
         if trainer.logger is None or not pl_module.member_metrics:
             return
