@@ -437,3 +437,17 @@ def test_dashboard_serves_the_study_on_localhost(real) -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_importances_state_why_they_are_missing(tmp_path: Path) -> None:
+    from mlpsweep.report import param_importances
+    from mlpsweep.sweep import Objective
+
+    objectives = (Objective("val/acc", "maximize"),)
+    study = optuna.create_study(direction="maximize")
+    assert "too few complete trials (0" in param_importances(study, objectives).reason
+    for hidden, value in ((2, 0.6), (8, 0.8), (32, 0.9), (4, 0.7)):
+        study.add_trial(optuna.create_trial(params={"model.hidden": hidden}, distributions={"model.hidden": SPACE["model.hidden"]},
+                                            value=value))
+    single = param_importances(study, objectives)
+    assert single.values is None and "only one parameter was searched (model.hidden)" in single.reason

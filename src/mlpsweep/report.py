@@ -52,26 +52,14 @@ class OneLineParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def scrub(text: str, secrets: Sequence[str] = ()) -> str:
-    """Mask any `scheme://user:password@` in free text, plus any known secret verbatim.
+def scrub(text: str) -> str:
+    """Mask every `scheme://user:password@` inside free text (`mask_url` takes whole URLs only).
 
-    `mask_url` masks a URL that is the whole string; driver errors and fail reasons embed
-    URLs in sentences, so a pattern catches those, and the literal password catches the rest.
+    Driver errors and trials' fail reasons embed URLs in sentences; everything this module
+    prints or writes passes through here. (Replacing the bare password string as well was
+    tried and rejected: a password equal to the user name, as in CI, mangled paths and names.)
     """
-    masked = _URL_PASSWORD.sub(r"\1***@", text)
-    for secret in secrets:
-        if secret:
-            masked = masked.replace(secret, "***")
-    return masked
-
-
-def url_password(url: str) -> str:
-    """The password part of `scheme://user:password@host/db`, or '' (to scrub it verbatim)."""
-    _, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return ""
-    credentials = rest.rpartition("@")[0]
-    return credentials.partition(":")[2]
+    return _URL_PASSWORD.sub(r"\1***@", text)
 
 
 # ---- finding and opening a study -----------------------------------------------------
@@ -89,11 +77,6 @@ class StudySource:
     @property
     def storage_display(self) -> str:
         return mask_url(self.storage_url)
-
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        password = url_password(self.storage_url)
-        return (password,) if password and password != "***" else ()
 
 
 def is_study_folder(folder: Path) -> bool:
@@ -189,7 +172,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     except Exception as error:  # SQLAlchemy/driver errors: bad URL, no server, no driver, bad password
         lines = str(error).strip().splitlines()
         reason = lines[0] if lines else type(error).__name__
-        raise ReportError(f"cannot open storage {mask_url(url)} ({scrub(reason, (url_password(url),))})") from error
+        raise ReportError(f"cannot open storage {mask_url(url)} ({scrub(reason)})") from error
 
 
 def load_study(source: StudySource, opener: Callable[[str], optuna.storages.BaseStorage] = open_storage) -> optuna.Study:
@@ -402,14 +385,14 @@ def param_importances(study: optuna.Study, objectives: Sequence[Objective]) -> I
     """Optuna's parameter importances for the first objective, or why they are not meaningful."""
     target_name = objectives[0].metric
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    searched = sorted({name for t in complete for name in t.params})
-    if len(searched) < 2:
-        only = searched[0] if searched else "none"
-        return Importances(None, f"only one parameter was searched ({only}): its importance is 1 by construction", target_name)
     if len(complete) < MIN_TRIALS_FOR_IMPORTANCE:
         return Importances(
             None, f"too few complete trials ({len(complete)}; at least {MIN_TRIALS_FOR_IMPORTANCE} needed)", target_name
         )
+    searched = sorted({name for t in complete for name in t.params})
+    if len(searched) < 2:
+        only = searched[0] if searched else "none"
+        return Importances(None, f"only one parameter was searched ({only}): its importance is 1 by construction", target_name)
     if len({t.values[0] for t in complete}) < 2:
         return Importances(None, f"every complete trial has the same {target_name}: nothing to attribute", target_name)
     try:
@@ -503,7 +486,7 @@ def csv_record(row: TrialRow, columns: Sequence[str]) -> dict[str, Any]:
     return {c: ("" if record.get(c) is None else record.get(c)) for c in columns}
 
 
-def write_trials_csv(rows: Sequence[TrialRow], path: Path, secrets: Sequence[str] = ()) -> None:
+def write_trials_csv(rows: Sequence[TrialRow], path: Path) -> None:
     """One row per trial, every state, for pandas or a spreadsheet (written atomically)."""
     columns = csv_columns(rows)
     partial = path.with_suffix(".csv.tmp")
@@ -512,7 +495,7 @@ def write_trials_csv(rows: Sequence[TrialRow], path: Path, secrets: Sequence[str
         writer.writeheader()
         for row in rows:
             record = csv_record(row, columns)
-            writer.writerow({k: scrub(v, secrets) if isinstance(v, str) else v for k, v in record.items()})
+            writer.writerow({k: scrub(v) if isinstance(v, str) else v for k, v in record.items()})
     os.replace(partial, path)
 
 
@@ -571,9 +554,9 @@ def write_outputs(report: Report, study: optuna.Study, tensorboard: bool = True)
     from mlpsweep import study_plots
 
     folder = report.source.folder
-    write_trials_csv(report.rows, folder / "trials.csv", report.source.secrets)
+    write_trials_csv(report.rows, folder / "trials.csv")
     report.pictures, report.skipped_pictures = study_plots.draw_all(report, study, folder / "plots")
-    text = scrub(summary_markdown(report), report.source.secrets)
+    text = scrub(summary_markdown(report))
     partial = folder / "summary.md.tmp"
     partial.write_text(text)
     os.replace(partial, folder / "summary.md")
@@ -587,13 +570,16 @@ def summarize_study(
     threshold: float = DEFAULT_THRESHOLD,
     storage: str | None = None,
     sweeps_dir: Path = DEFAULT_SWEEPS_DIR,
-    opener: Callable[[str], optuna.storages.BaseStorage] = open_storage,
+    opener: Callable[[str], optuna.storages.BaseStorage] | None = None,
 ) -> tuple[Report, str]:
-    """The whole of `make summary`: find, open, compute, write. Raises ReportError on bad input."""
+    """The whole of `make summary`: find, open, compute, write. Raises ReportError on bad input.
+
+    `opener` (default `open_storage`) is how tests serve a PostgreSQL URL from an SQLite file.
+    """
     if not 0.0 < threshold <= 1.0:
         raise ReportError(f"--threshold {threshold}: must be in (0, 1], an accuracy on the validation grid")
     source = resolve_source(find_study_folder(target, sweeps_dir), storage)
-    study = load_study(source, opener)
+    study = load_study(source, opener or open_storage)
     report = build_report(study, source, threshold)
     return report, write_outputs(report, study)
 
@@ -618,6 +604,10 @@ def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "n/a"
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _elapsed(start: datetime | None, end: datetime | None) -> float | None:
+    return (end - start).total_seconds() if start and end else None
 
 
 def _arch(candidate: Candidate) -> str:
@@ -652,6 +642,7 @@ def _header_md(report: Report) -> str:
         f"- trials: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed, {c['running']} running"
         + (f", {c['waiting']} waiting" if c["waiting"] else "")
         + f" ({finished} finished{budget}); {c['retried']} retried after their worker died",
+        f"- wall time: {_duration(_study_elapsed(report.rows))} from the first trial's start to the last finish",
         f"- summary written {datetime.now().isoformat(timespec='seconds')} from the storage and trial folders",
     ]
     if c["running"] or (report.n_trials and finished < report.n_trials):
@@ -660,6 +651,12 @@ def _header_md(report: Report) -> str:
             "failed and retried when the sweep command is run again"
         )
     return "\n".join(lines)
+
+
+def _study_elapsed(rows: Sequence[TrialRow]) -> float | None:
+    starts = [r.started for r in rows if r.started]
+    ends = [r.completed for r in rows if r.completed]
+    return _elapsed(min(starts), max(ends)) if starts and ends else None
 
 
 def _answer_md(report: Report) -> str:
@@ -722,7 +719,8 @@ def _best_md(report: Report) -> str:
         f"| val/loss | {_fmt(best.metric('val/loss'))} |",
         f"| epochs trained | {best.epochs if best.epochs is not None else 'n/a'} |",
         f"| parameter count (one member) | {best.parameter_count if best.parameter_count is not None else 'n/a'} |",
-        f"| wall time (training) | {_duration(best.duration_s)} |",
+        f"| wall time | {_duration(best.duration_s)} training, {_duration(_elapsed(best.started, best.completed))} "
+        "start to finish |",
         f"| folder | `{best.folder or 'not on this machine'}` |",
         "",
         "Reproduce it:",
