@@ -90,14 +90,8 @@ def test_build_passes_every_model_and_data_key_through():
         ("data.normalize=maybe", ["data.normalize", "maybe", "true or false"]),
         ("+model.extra=1", ["model.extra", "1", "unknown"]),
         ("~model.hidden", ["model.hidden", "no value"]),
-        pytest.param(
-            "experiment=nope_not_there", ["experiment/nope_not_there", "fits", "two_layer"],
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="known bug: conf/train.yaml lists `optional experiment`, so Hydra skips an unknown "
-                "experiment silently and the default 7000-epoch run starts; drop `optional` there",
-            ),
-        ),
+        ("experiment=nope_not_there", ["experiment/nope_not_there", "fits", "two_layer"]),
+        ("sweep=nope_not_there", ["sweep/nope_not_there", "default", "pareto"]),
     ],
 )
 def test_bad_values_are_one_line_config_errors(override, fragments):
