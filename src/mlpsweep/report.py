@@ -733,7 +733,8 @@ def _best_md(report: Report) -> str:
         lines += [
             "",
             f"How sure: its {len(members)} members (same architecture, different initialisations) span "
-            f"{_spread(best)}; a fresh seed is likely to land in that range, not exactly on the mean.",
+            f"{_spread(best)}. That is {len(members)} seeds: a fresh one will usually land near this range, "
+            "but so few samples cannot rule out an unlucky initialisation.",
         ]
     return "\n".join(lines)
 

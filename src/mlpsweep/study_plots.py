@@ -110,17 +110,20 @@ def architecture_figure(report: Report) -> Figure | str:
     cmap = matplotlib.colormaps["viridis"]
     fits = {c.row.number for c in _fitting(report)}
     figure, axes = _figure()
-    for row, value in zip(rows, values, strict=True):
+    order = sorted(range(len(rows)), key=lambda i: (rows[i].params["model.layers"], rows[i].params["model.hidden"]))
+    above = {index: rank % 2 == 0 for rank, index in enumerate(order)}  # neighbours label above, then below
+    for index, (row, value) in enumerate(zip(rows, values, strict=True)):
         x, y = row.params["model.hidden"], row.params["model.layers"]
         if row.state == "complete":
             ring = 2.5 if row.number in fits else 0.6
             axes.scatter(x, y, s=260, color=cmap(norm(value)), edgecolors="black", linewidths=ring, zorder=3)
         else:
             axes.scatter(x, y, s=200, marker="s", facecolors="none", edgecolors=cmap(norm(value)), linewidths=2, zorder=2)
-        axes.annotate(f"{value:.3f}", (x, y), textcoords="offset points", xytext=(0, 12), ha="center", fontsize=7)
+        offset, align = ((0, 11), "bottom") if above[index] else ((0, -11), "top")
+        axes.annotate(f"{value:.3f}", (x, y), textcoords="offset points", xytext=offset, ha="center", va=align, fontsize=7)
     figure.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, label=f"{ANSWER_METRIC} (members' mean)")
     axes.set_xscale("log", base=2)
-    axes.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    axes.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     layers = sorted({r.params["model.layers"] for r in rows})
     axes.set_yticks(layers)
     axes.set_ylim(min(layers) - 0.6, max(layers) + 0.6)
