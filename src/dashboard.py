@@ -28,14 +28,13 @@ def main(argv: list[str]) -> int:
         import optuna_dashboard
     except ImportError:
         return fail("optuna-dashboard is not installed: pip install -e '.[dashboard]' (or make install)")
-    from mlpsweep.report import ReportError, find_study_folder, open_storage, resolve_source, scrub, url_password
+    from mlpsweep.report import ReportError, find_study_folder, open_storage, resolve_source, scrub
 
-    secrets = (url_password(args.storage),) if args.storage else ()
     try:
         source = resolve_source(find_study_folder(args.study, args.sweeps_dir), args.storage)
         storage = open_storage(source.storage_url)
     except ReportError as error:
-        return fail(scrub(str(error), secrets))
+        return fail(scrub(str(error)))
     print(f"optuna-dashboard for {source.folder} ({source.storage_display}) at http://{HOST}:{args.port}/  (Ctrl-C stops it)",
           flush=True)
     try:

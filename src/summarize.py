@@ -31,13 +31,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    from mlpsweep.report import ReportError, scrub, summarize_study, url_password
+    from mlpsweep.report import ReportError, scrub, summarize_study
 
-    secrets = (url_password(args.storage),) if args.storage else ()
     try:
         report, text = summarize_study(args.study, args.threshold, args.storage, args.sweeps_dir)
     except ReportError as error:
-        return fail(scrub(str(error), secrets))
+        return fail(scrub(str(error)))
     except KeyboardInterrupt:
         return fail("interrupted", code=130)
     folder = report.source.folder
