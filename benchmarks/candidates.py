@@ -1,0 +1,190 @@
+"""Proposed changes to src/, measured by monkeypatching them into this process.
+
+    python benchmarks/candidates.py [--epochs 1500] [--repeats 5]
+
+Each candidate is a patch of `mlpsweep.model.MLP` (the code a change to src/ would put
+there); the default run (`train()`, K=1 and K=32) is timed with and without it, interleaved,
+and the patched run is checked to train the same network (per-epoch losses equal within
+float tolerance to the unpatched run's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from loops import Timing
+from mlpsweep.data import Minibatches
+from mlpsweep.model import MLP
+
+# ---- candidate 1: a leaner minibatch loop ----------------------------------------------
+#
+# - the layers as a plain tuple of (weight, bias), built once (ParameterList indexing costs
+#   a string-index lookup per layer per step);
+# - per member the *sum* of the points' BCE, and backward with a cached gradient of 1/n per
+#   member: the same gradient as the mean (d mean / d l_i = 1/n), two autograd nodes fewer
+#   (no mean, no sum-over-members) and no `ones` made for the scalar's gradient;
+# - the epoch's loss accumulated into its row of `epoch_losses` (sums of the points' losses,
+#   divided by the point count at the end of the epoch): no multiply by the batch size.
+
+
+def lean_on_train_start(self: MLP) -> None:
+    self.raw_optimizer = self.optimizers().optimizer
+    self.epoch_losses = torch.full((self.trainer.max_epochs, self.ensemble), float("nan"))
+    self._layers = tuple(zip(self.weights, self.biases, strict=True))
+    self._mean_grads: dict[int, torch.Tensor] = {}
+
+
+def lean_training_step(self: MLP, minibatches: Minibatches, batch_idx: int) -> None:
+    optimizer, layers, members = self.raw_optimizer, self._layers, self.ensemble
+    epoch = self.current_epoch
+    row = self.epoch_losses[epoch]
+    row.zero_()
+    points = 0
+    for x, y in minibatches:
+        n = x.shape[0]
+        grad = self._mean_grads.get(n)
+        if grad is None:
+            grad = self._mean_grads[n] = torch.full((members,), 1.0 / n)
+        optimizer.zero_grad(set_to_none=True)
+        h = x.expand(members, -1, -1)
+        for weight, bias in layers:
+            h = torch.sigmoid(torch.baddbmm(bias, h, weight))
+        sums = F.binary_cross_entropy(h, y.expand_as(h), reduction="none").sum(dim=(1, 2))
+        sums.backward(grad)
+        optimizer.step()
+        row += sums.detach()
+        points += n
+    row /= points
+    self.epochs_trained = epoch + 1
+
+
+# ---- candidate 2: no batch transfer on the CPU -----------------------------------------
+#
+# Lightning walks the epoch's list of (x, y) tuples with `apply_to_collection` every step to
+# move it to the device; on the CPU that is a no-op that still costs the walk.
+
+
+def cpu_transfer_batch_to_device(self: MLP, batch, device: torch.device, dataloader_idx: int):
+    if device.type == "cpu":
+        return batch
+    return super(MLP, self).transfer_batch_to_device(batch, device, dataloader_idx)
+
+
+CANDIDATES: dict[str, dict[str, Callable]] = {
+    "lean_step": {"on_train_start": lean_on_train_start, "training_step": lean_training_step},
+    "cpu_no_transfer": {"transfer_batch_to_device": cpu_transfer_batch_to_device},
+}
+
+
+@contextlib.contextmanager
+def patched(names: tuple[str, ...]) -> Iterator[None]:
+    saved = {}
+    for name in names:
+        for attr, function in CANDIDATES[name].items():
+            saved.setdefault(attr, MLP.__dict__.get(attr))
+            setattr(MLP, attr, function)
+    try:
+        yield
+    finally:
+        for attr, original in saved.items():
+            if original is None:
+                delattr(MLP, attr)
+            else:
+                setattr(MLP, attr, original)
+
+
+class KeepLosses:
+    """A callback keeping the model's per-epoch losses, to compare patched with unpatched runs."""
+
+    def __new__(cls):
+        import lightning.pytorch as pl
+
+        class _Keep(pl.Callback):
+            losses: torch.Tensor | None = None
+
+            def on_train_end(self, trainer, pl_module) -> None:
+                self.losses = pl_module.epoch_losses.clone()
+
+        return _Keep()
+
+
+def run_train(epochs: int, ensemble: int, output_dir: Path, names: tuple[str, ...]) -> tuple[Timing, torch.Tensor]:
+    from mlpsweep.config import compose
+    from mlpsweep.training import new_run_dir, train
+
+    cfg = compose([f"trainer.max_epochs={epochs}", "quiet=true", f"output_dir={output_dir}",
+                   f"model.ensemble={ensemble}"])
+    keep = KeepLosses()
+    with patched(names):
+        timing = Timing.start()
+        train(cfg, new_run_dir(output_dir), extra_callbacks=[keep])
+        timing = timing.stop()
+    return timing, keep.losses
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=1500)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--ensembles", type=int, nargs="+", default=[1, 32])
+    args = parser.parse_args(argv)
+
+    from mlpsweep.training import quiet_lightning
+
+    quiet_lightning()
+    default_threads = torch.get_num_threads()
+    combos: list[tuple[str, ...]] = [(), ("cpu_no_transfer",), ("lean_step",), ("lean_step", "cpu_no_transfer")]
+    jobs = [(k, combo) for k in args.ensembles for combo in combos]
+    times: dict[tuple[int, tuple[str, ...]], list[Timing]] = {job: [] for job in jobs}
+    with tempfile.TemporaryDirectory(prefix="mlpsweep-candidates-") as tmp:
+        output_dir = Path(tmp)
+        reference: dict[int, torch.Tensor] = {}
+        for k, combo in jobs:  # warm-up, and the same-network check
+            torch.set_num_threads(default_threads)
+            _, losses = run_train(200, k, output_dir, combo)
+            if not combo:
+                reference[k] = losses
+            else:
+                torch.testing.assert_close(losses, reference[k], rtol=1e-4, atol=1e-5)
+        print("patched runs train the same network (per-epoch losses over 200 epochs within 1e-4)",
+              file=sys.stderr)
+        for repeat in range(args.repeats):
+            shift = repeat % len(jobs)
+            for k, combo in jobs[shift:] + jobs[:shift]:
+                torch.set_num_threads(default_threads)
+                timing, _ = run_train(args.epochs, k, output_dir, combo)
+                times[k, combo].append(timing)
+                print(f"  repeat {repeat + 1}/{args.repeats} K={k:<3d} {'+'.join(combo) or 'as is':30s} "
+                      f"{1e3 * timing.cpu / args.epochs:.3f} ms/epoch CPU, {1e3 * timing.wall / args.epochs:.3f} wall",
+                      file=sys.stderr, flush=True)
+    torch.set_num_threads(default_threads)
+
+    lines = [
+        f"Candidate changes, default run at {args.epochs} epochs, {args.repeats} repeats interleaved, medians",
+        "",
+        "| K | patch | CPU ms/epoch | vs as is | wall ms/epoch | vs as is |",
+        "| ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for k in args.ensembles:
+        base_cpu = statistics.median(t.cpu for t in times[k, ()])
+        base_wall = statistics.median(t.wall for t in times[k, ()])
+        for combo in combos:
+            cpu = statistics.median(t.cpu for t in times[k, combo])
+            wall = statistics.median(t.wall for t in times[k, combo])
+            lines.append(f"| {k} | {' + '.join(combo) or 'as is'} | {1e3 * cpu / args.epochs:.3f} "
+                         f"| {cpu / base_cpu:.3f} | {1e3 * wall / args.epochs:.3f} | {wall / base_wall:.3f} |")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
