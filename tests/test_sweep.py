@@ -164,6 +164,30 @@ def test_failing_trials_do_not_stop_the_sweep(tmp_path: Path) -> None:
         assert "model.hidden=0" in trial.user_attrs["fail_reason"]
 
 
+def test_a_repeated_configuration_reuses_its_twin_instead_of_training(tmp_path: Path) -> None:
+    # A one-point space: every trial proposes the same architecture.
+    _, study = run_sweep_in_process(
+        tmp_path, "sweep.n_trials=3", "sweep/pruner=none",
+        "~sweep.space.model", "+sweep.space.model.hidden={type:categorical,choices:[3]}",
+    )
+    first, *repeats = study.get_trials()
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 3
+    assert "duplicate_of" not in first.user_attrs
+    for trial in repeats:
+        assert trial.user_attrs["duplicate_of"] == first.number
+        assert trial.values == first.values
+        assert trial.user_attrs["run_dir"] == first.user_attrs["run_dir"]
+    assert sorted(p.name for p in (tmp_path / "mlp_arch" / "trials").iterdir()) == [str(first.number)]
+
+
+def test_a_changed_training_setting_is_not_a_twin(tmp_path: Path) -> None:
+    space = ("~sweep.space.model", "+sweep.space.model.hidden={type:categorical,choices:[3]}", "sweep/pruner=none")
+    run_sweep_in_process(tmp_path, "sweep.n_trials=1", *space)
+    _, study = run_sweep_in_process(tmp_path, "sweep.n_trials=2", "trainer.max_epochs=40", *space)
+    assert "duplicate_of" not in study.get_trials()[1].user_attrs
+    assert study.get_trials()[1].user_attrs["epochs"] == 40
+
+
 def test_pareto_sweep_lists_the_front(tmp_path: Path) -> None:
     result = run_sweep_script(
         "sweep=pareto", *FAST, f"sweep.output_dir={tmp_path}", "sweep.n_trials=3", "trainer.max_epochs=40"

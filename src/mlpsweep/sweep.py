@@ -439,9 +439,14 @@ def run_trial(
         cfg = compose(trial_overrides(base_overrides, params))
     except ConfigError as error:
         return _failed(trial, f"config rejected: {error}")
+    trial.set_user_attr("reproduce", reproduce_command(cfg))
+    fingerprint = config_fingerprint(cfg)
+    trial.set_user_attr("config_fingerprint", fingerprint)
+    twin = completed_twin(trial.study, fingerprint)
+    if twin is not None:
+        return reuse_twin(trial, twin)
     run_dir = trial_dir(settings, trial.number)
     trial.set_user_attr("run_dir", str(run_dir.resolve()))
-    trial.set_user_attr("reproduce", reproduce_command(cfg))
     callbacks = (
         [PyTorchLightningPruningCallback(trial, monitor=settings.objectives[0].metric)]
         if pruning_enabled(settings)
@@ -463,6 +468,36 @@ def run_trial(
         for o in settings.objectives
     ]
     return TrialState.COMPLETE, values
+
+
+def config_fingerprint(cfg: DictConfig) -> str:
+    """A hash of everything that shapes training (not where it is written)."""
+    import hashlib
+
+    training = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in NOT_REPRODUCED}
+    return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(training)).encode()).hexdigest()[:16]
+
+
+def completed_twin(study: optuna.Study, fingerprint: str) -> FrozenTrial | None:
+    """A complete trial with the very same training config, if the sampler proposed it again.
+
+    Training is seeded and deterministic (one thread, same seed), so a repeat would only
+    reproduce the twin's numbers: samplers over small integer spaces repeat often.
+    """
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if trial.user_attrs.get("config_fingerprint") == fingerprint and "duplicate_of" not in trial.user_attrs:
+            return trial
+    return None
+
+
+def reuse_twin(trial: optuna.Trial, twin: FrozenTrial) -> tuple[TrialState, list[float]]:
+    """Complete `trial` with its twin's values and run folder instead of training again."""
+    trial.set_user_attr("duplicate_of", twin.number)
+    for key in ("run_dir", "epochs", "parameter_count", "metrics"):
+        if key in twin.user_attrs:
+            trial.set_user_attr(key, twin.user_attrs[key])
+    trial.set_user_attr("duration_s", 0.0)
+    return TrialState.COMPLETE, list(twin.values)
 
 
 def _failed(trial: optuna.Trial, reason: str) -> tuple[TrialState, None]:
