@@ -10,6 +10,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from matplotlib.figure import Figure
 
 from mlpsweep.data import PiecewiseDataModule
 from mlpsweep.model import MLP
@@ -59,11 +60,16 @@ class LossCurveLogger(pl.Callback):
 
 
 class FitPictureLogger(pl.Callback):
-    """The tutorial's picture (points and the network's curve) as a TensorBoard image."""
+    """The tutorial's picture (points and the network's curve) as a TensorBoard image.
 
-    def __init__(self, datamodule: PiecewiseDataModule, every: int) -> None:
-        self.datamodule, self.every = datamodule, every
+    The last one, drawn when training ends, is kept as `final_figure` so the run's
+    fit.png is the same picture, not a second rendering.
+    """
+
+    def __init__(self, datamodule: PiecewiseDataModule, every: int, label: str) -> None:
+        self.datamodule, self.every, self.label = datamodule, every, label
         self.grid = curve_x()
+        self.final_figure: Figure | None = None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = epochs_done(trainer)
@@ -72,14 +78,16 @@ class FitPictureLogger(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert isinstance(pl_module, MLP)  # current_epoch has already moved past the last epoch here
-        self.log_picture(trainer, pl_module, pl_module.epochs_trained)
+        self.final_figure = self.log_picture(trainer, pl_module, pl_module.epochs_trained)
 
-    def log_picture(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
-        if trainer.logger is None:
-            return
+    def log_picture(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> Figure:
         assert isinstance(pl_module, MLP)
-        figure = fit_picture(pl_module, self.datamodule, self.grid, f"epoch {epoch}")
-        trainer.logger.experiment.add_image("fit", to_rgb_array(figure), epoch, dataformats="HWC")
+        val_acc = pl_module.member_metrics.get("val/acc")
+        accuracy = f", val acc {sum(val_acc) / len(val_acc):.3f}" if val_acc else ""
+        figure = fit_picture(pl_module, self.datamodule, self.grid, f"{self.label}, epoch {epoch}{accuracy}")
+        if trainer.logger is not None:
+            trainer.logger.experiment.add_image("fit", to_rgb_array(figure), epoch, dataformats="HWC")
+        return figure
 
 
 def fit_picture(model: MLP, datamodule: PiecewiseDataModule, grid: torch.Tensor, title: str):

@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 CURVE_POINTS = 501
+LOSS_CURVE_POINTS = 1000
 
 
 def curve_x(low: float = -50.0, high: float = 50.0) -> torch.Tensor:
@@ -32,7 +33,8 @@ def fit_figure(
     if member_probs.shape[0] > 1:
         for probs in member_probs:
             axes.plot(grid, probs, color="tab:green", alpha=0.25, linewidth=0.8)
-    axes.plot(grid, member_probs.mean(axis=0), color="tab:green", linewidth=2, label="network")
+    label = "network" if member_probs.shape[0] == 1 else f"mean of {member_probs.shape[0]} members"
+    axes.plot(grid, member_probs.mean(axis=0), color="tab:green", linewidth=2, label=label)
     axes.axhline(0.5, color="grey", linewidth=0.6, linestyle=":")
     axes.set(xlabel="x", ylabel="P(y = 1)", ylim=(-0.05, 1.05), title=title)
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
@@ -44,10 +46,12 @@ def loss_figure(epoch_losses: np.ndarray, val_epochs: list[int], val_losses: lis
     """Per-epoch training loss (members' mean, their range shaded) and validation loss."""
     figure = Figure(figsize=(7, 3.6), dpi=100)
     axes = figure.add_subplot()
-    epochs = np.arange(1, epoch_losses.shape[0] + 1)
-    axes.plot(epochs, epoch_losses.mean(axis=1), label="train loss")
-    if epoch_losses.shape[1] > 1:
-        axes.fill_between(epochs, epoch_losses.min(axis=1), epoch_losses.max(axis=1), alpha=0.25)
+    stride = max(1, -(-epoch_losses.shape[0] // LOSS_CURVE_POINTS))  # a 700-pixel plot needs no more
+    epochs = np.arange(1, epoch_losses.shape[0] + 1)[::stride]
+    losses = epoch_losses[::stride]
+    axes.plot(epochs, losses.mean(axis=1), label="train loss")
+    if losses.shape[1] > 1:
+        axes.fill_between(epochs, losses.min(axis=1), losses.max(axis=1), alpha=0.25)
     if val_epochs:
         axes.plot(val_epochs, val_losses, "o-", markersize=3, label="validation loss")
     axes.set(xlabel="epoch", ylabel="BCE loss", yscale="log", title="loss")

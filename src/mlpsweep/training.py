@@ -23,6 +23,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from matplotlib.figure import Figure
 from omegaconf import DictConfig
 
 from mlpsweep.callbacks import (
@@ -31,12 +32,11 @@ from mlpsweep.callbacks import (
     LossCurveLogger,
     RunProgress,
     ValidateLastEpoch,
-    fit_picture,
 )
 from mlpsweep.config import METRICS, to_yaml
 from mlpsweep.data import PiecewiseDataModule
 from mlpsweep.model import MLP
-from mlpsweep.plots import curve_x, loss_figure, save_png
+from mlpsweep.plots import loss_figure, save_png
 
 HPARAM_KEYS = (
     "model.hidden", "model.layers", "model.lr", "model.ensemble", "data.batch_size",
@@ -146,7 +146,7 @@ def train(
     logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="", default_hp_metric=False)
     callbacks: list[pl.Callback] = [
         LossCurveLogger(cfg.logger.flush_every),
-        FitPictureLogger(datamodule, cfg.logger.image_every),
+        fit_pictures := FitPictureLogger(datamodule, cfg.logger.image_every, architecture_label(cfg)),
         ValidateLastEpoch(),
         HParamsLogger(hparams_of(cfg)),
         *extra_callbacks,
@@ -175,7 +175,7 @@ def train(
         write_metrics(result)
         raise
     result = summarize(model, run_dir, trainer, time.perf_counter() - started)
-    finish(cfg, trainer, model, datamodule, result)
+    finish(cfg, trainer, fit_pictures.final_figure, model, result)
     return result
 
 
@@ -214,18 +214,15 @@ def summarize(model: MLP, run_dir: Path, trainer: pl.Trainer, duration_s: float)
     )
 
 
-def finish(
-    cfg: DictConfig,
-    trainer: pl.Trainer,
-    model: MLP,
-    datamodule: PiecewiseDataModule,
-    result: RunResult,
-) -> None:
+def architecture_label(cfg: DictConfig) -> str:
+    return f"{cfg.model.layers} x {cfg.model.hidden} sigmoid, K={cfg.model.ensemble}"
+
+
+def finish(cfg: DictConfig, trainer: pl.Trainer, final_fit: Figure | None, model: MLP, result: RunResult) -> None:
     """Pictures, checkpoint and metrics.json (TensorBoard's part was written during fit)."""
     if cfg.logger.pictures:
-        val_acc = result.metrics["val/acc"].mean if "val/acc" in result.metrics else float("nan")
-        title = f"{cfg.model.layers} x {cfg.model.hidden} sigmoid, K={cfg.model.ensemble}: val acc {val_acc:.3f}"
-        save_png(fit_picture(model, datamodule, curve_x(), title), result.run_dir / "fit.png")
+        if final_fit is not None:
+            save_png(final_fit, result.run_dir / "fit.png")
         epochs, val_losses = zip(*model.val_history, strict=True) if model.val_history else ((), ())
         figure = loss_figure(model.epoch_losses[: result.epochs].numpy(), list(epochs), list(val_losses))
         save_png(figure, result.run_dir / "loss.png")
