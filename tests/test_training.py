@@ -63,6 +63,21 @@ def test_known_good_configuration_fits_every_point(make_cfg, tmp_path):
     assert result.metrics["train/acc"].members == [1.0, 1.0, 1.0, 1.0]
 
 
+def test_stop_at_val_acc_ends_the_run_once_every_member_reaches_it(make_cfg, tmp_path):
+    cfg = make_cfg("trainer.max_epochs=2000", "trainer.val_every=50", "trainer.stop_at_val_acc=0.7", "model.ensemble=3")
+    result = train(cfg, new_run_dir(tmp_path / "runs"))
+    members = result.metrics["val/acc"].members
+    assert result.status == "completed" and result.epochs < 2000 and result.epochs % 50 == 0
+    assert min(members) >= 0.7
+    losses = scalar_series(events(result.run_dir), "train/loss")
+    assert [step for step, _ in losses] == list(range(1, result.epochs + 1))  # no epoch past the stop
+
+
+def test_without_stop_at_val_acc_the_run_goes_on(make_cfg, tmp_path):
+    result = train(make_cfg("trainer.max_epochs=300", "trainer.val_every=50"), new_run_dir(tmp_path / "runs"))
+    assert result.epochs == 300
+
+
 def test_same_seed_same_run_other_seed_other_run(make_cfg, tmp_path):
     overrides = ("trainer.max_epochs=40", "data.shuffle=true", "model.ensemble=2",
                  "logger.pictures=false", "trainer.checkpoint=false", "logger.image_every=0")

@@ -50,7 +50,7 @@ class LossCurveLogger(pl.Callback):
 
     def flush(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert isinstance(pl_module, MLP)
-        done = min(epochs_done(trainer), pl_module.epoch_losses.shape[0])
+        done = pl_module.epochs_trained  # not the trainer's count: it runs one ahead after an early stop
         losses = pl_module.finished_epoch_losses(done)[self.flushed :].tolist()
         if trainer.logger is not None:
             writer = trainer.logger.experiment
@@ -126,9 +126,16 @@ class HParamsLogger(pl.Callback):
         assert isinstance(pl_module, MLP)
         if trainer.logger is None or not pl_module.member_metrics:
             return
+        from torch.utils.tensorboard.summary import hparams
+
         final = {key: sum(v) / len(v) for key, v in pl_module.member_metrics.items()}
         final["parameter_count"] = float(pl_module.parameter_count)
-        trainer.logger.log_hyperparams(self.hparams, final, step=pl_module.member_metrics_epoch)
+        writer = trainer.logger.experiment
+        # The HParams tab reads each metric's scalar from the run; the validation scalars
+        # are there already (Lightning's log_hyperparams would write them a second time).
+        writer.add_scalar("parameter_count", final["parameter_count"], pl_module.member_metrics_epoch)
+        for summary in hparams(self.hparams, final):
+            writer.file_writer.add_summary(summary, pl_module.member_metrics_epoch)
 
 
 class RunProgress(pl.Callback):

@@ -14,7 +14,7 @@ import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
@@ -50,6 +50,7 @@ class TrainerSchema:
     val_every: int = MISSING
     threads: int = MISSING
     checkpoint: bool = MISSING
+    stop_at_val_acc: Optional[float] = None  # noqa: UP045 (OmegaConf's schema needs typing.Optional)
 
 
 @dataclass
@@ -74,6 +75,7 @@ class TrainSchema:
 Check = tuple[str, Callable[[Any], bool], str]
 
 RANGE_CHECKS: tuple[Check, ...] = (
+    ("trainer.stop_at_val_acc", lambda v: v is None or 0 < v <= 1, "null or a number in (0, 1]"),
     ("model.hidden", lambda v: v >= 1, "an integer >= 1"),
     ("model.layers", lambda v: v >= 1, "an integer >= 1"),
     ("model.ensemble", lambda v: v >= 1, "an integer >= 1"),

@@ -12,6 +12,7 @@ import math
 import os
 import secrets
 import signal
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
 from omegaconf import DictConfig
@@ -151,6 +153,8 @@ def train(
         HParamsLogger(hparams_of(cfg)),
         *extra_callbacks,
     ]
+    if cfg.trainer.stop_at_val_acc is not None:
+        callbacks.append(stop_when_fit(cfg.trainer.stop_at_val_acc, cfg.model.ensemble))
     if not cfg.quiet:
         callbacks.append(RunProgress(progress_label))
     trainer = pl.Trainer(
@@ -177,6 +181,22 @@ def train(
     result = summarize(model, run_dir, trainer, time.perf_counter() - started)
     finish(cfg, trainer, fit_pictures.final_figure, model, result)
     return result
+
+
+def stop_when_fit(threshold: float, ensemble: int) -> EarlyStopping:
+    """Lightning's EarlyStopping on the *worst* member's val/acc reaching `threshold`.
+
+    Its threshold test is strict (>), hence the nudge; patience is unlimited because only
+    reaching the threshold, not a plateau, should end the run.
+    """
+    return EarlyStopping(
+        monitor="val/acc_min" if ensemble > 1 else "val/acc",
+        mode="max",
+        stopping_threshold=threshold - 1e-6,
+        patience=sys.maxsize,
+        check_on_train_epoch_end=False,
+        verbose=False,
+    )
 
 
 def fit_interruptible(trainer: pl.Trainer, model: MLP, datamodule: PiecewiseDataModule) -> None:
