@@ -38,6 +38,7 @@ class SweepTiming:
     best_val_acc: float
     best_params: str
     detail: str
+    match_s: float | None = None  # when it first had a trial as good as the naive sweep's best
 
 
 def naive_main(trials: int, epochs: int, output_dir: Path, seed: int) -> None:
@@ -70,13 +71,15 @@ def naive_sweep(trials: int, epochs: int, workdir: Path) -> SweepTiming:
                        data["best"], data["params"], f"{data['trials']} trials trained in full")
 
 
-def project_sweep(trials: int, epochs: int, workdir: Path, extra: list[str]) -> SweepTiming:
+def project_sweep(trials: int, epochs: int, workdir: Path, extra: list[str], naive_best: float) -> SweepTiming:
+    import datetime
+
     import optuna
 
     warmup = round(epochs * DEFAULT_WARMUP_SHARE)
     scaled = [] if any(o.startswith("sweep/pruner=") for o in extra) else [f"sweep.pruner.n_warmup_steps={warmup}"]
     out = workdir / "sweeps"
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), datetime.datetime.now()
     subprocess.run(
         [sys.executable, "src/sweep.py", f"sweep.n_trials={trials}", f"trainer.max_epochs={epochs}",
          "sweep.workers=2", *scaled, f"sweep.output_dir={out}", "quiet=true", *extra],
@@ -89,10 +92,14 @@ def project_sweep(trials: int, epochs: int, workdir: Path, extra: list[str]) -> 
     repeats = sum("duplicate_of" in t.user_attrs for t in trials_done)
     epochs_trained = sum(t.user_attrs.get("epochs", 0) for t in trials_done if "duplicate_of" not in t.user_attrs)
     best = study.best_trial
+    matching = [t.datetime_complete for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+                if t.value >= naive_best]
+    match_s = (min(matching) - started_at).total_seconds() if matching else None
     return SweepTiming(
         f"project: `src/sweep.py`, 2 workers, {' '.join(scaled + extra) or 'default sweep'}", wall,
         best.value, " ".join(f"{k}={v}" for k, v in best.params.items()),
         f"{pruned} pruned, {repeats} repeats reused; {epochs_trained} of {trials * epochs} epochs trained",
+        match_s,
     )
 
 
@@ -100,7 +107,7 @@ def measure(trials: int, epochs: int, extra: list[str] = ()) -> list[str]:
     """Run both sweeps and return the markdown section for results.md."""
     with tempfile.TemporaryDirectory(prefix="mlpsweep-sweep-bench-") as tmp:
         naive = naive_sweep(trials, epochs, Path(tmp))
-        project = project_sweep(trials, epochs, Path(tmp), list(extra))
+        project = project_sweep(trials, epochs, Path(tmp), list(extra), naive.best_val_acc)
     speedup = naive.wall_s / project.wall_s
     as_good = project.best_val_acc >= naive.best_val_acc
     lines = [
@@ -120,6 +127,9 @@ def measure(trials: int, epochs: int, extra: list[str] = ()) -> list[str]:
         f"(target >= {TARGET_SPEEDUP:.0f}x: **{'met' if speedup >= TARGET_SPEEDUP else 'not met'}**)",
         f"- best val/acc: project {project.best_val_acc:.4f} vs naive {naive.best_val_acc:.4f} "
         f"(target at least as good: **{'met' if as_good else 'not met'}**)",
+        "- time to an answer as good as the naive sweep's final best: "
+        + (f"**{project.match_s:.1f} s** ({naive.wall_s / project.match_s:.1f}x sooner than the naive sweep's "
+           f"{naive.wall_s:.1f} s)" if project.match_s else "never within its budget"),
     ]
     return lines
 

@@ -4,9 +4,11 @@ subprocess, and one finished run that several tests read (training is the slow p
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,3 +84,30 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> FinishedRun:
     result = train(cfg, new_run_dir(Path(cfg.output_dir)))
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     return FinishedRun(cfg, result.run_dir, result, metrics)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the PostgreSQL server in MLPSWEEP_PG_URL, dropped afterwards."""
+    base = os.environ.get("MLPSWEEP_PG_URL")
+    if not base:
+        if os.environ.get("MLPSWEEP_REQUIRE_PG"):
+            pytest.fail("MLPSWEEP_REQUIRE_PG is set but MLPSWEEP_PG_URL is not")
+        pytest.skip("no PostgreSQL: set MLPSWEEP_PG_URL (.ci/run starts one and sets it)")
+    import psycopg
+
+    from mlpsweep.sweep import mask_url
+
+    name = f"mlpsweep_test_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(base, autocommit=True)
+    except psycopg.OperationalError as error:
+        if os.environ.get("MLPSWEEP_REQUIRE_PG"):
+            raise
+        pytest.skip(f"PostgreSQL at {mask_url(base)} unreachable: {error}")
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{base.rsplit('/', 1)[0]}/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()

@@ -378,12 +378,10 @@ def test_pareto_study_has_its_front(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_postgres_study_summarises_without_leaking(tmp_path: Path, run_folder: Path, capsys) -> None:
-    url = os.environ.get("MLPSWEEP_PG_URL")
-    if not url:
-        if os.environ.get("MLPSWEEP_REQUIRE_PG"):
-            pytest.fail("MLPSWEEP_REQUIRE_PG is set but MLPSWEEP_PG_URL is not")
-        pytest.skip("MLPSWEEP_PG_URL not set")
+def test_postgres_study_summarises_without_leaking(
+    tmp_path: Path, run_folder: Path, capsys, postgres_url: str
+) -> None:
+    url = postgres_url
     name = f"report_{uuid.uuid4().hex[:8]}"
     folder = tmp_path / name
     folder.mkdir()

@@ -13,8 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -220,31 +218,6 @@ def test_two_workers_on_sqlite_give_exactly_n_trials(tmp_path: Path) -> None:
     assert_exact_budget(study, 5)
     hosts_dirs = {t.user_attrs["run_dir"] for t in study.get_trials()}
     assert len(hosts_dirs) == 5
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh database on the PostgreSQL server in MLPSWEEP_PG_URL, dropped afterwards."""
-    base = os.environ.get("MLPSWEEP_PG_URL")
-    if not base:
-        if os.environ.get("MLPSWEEP_REQUIRE_PG"):
-            pytest.fail("MLPSWEEP_REQUIRE_PG is set but MLPSWEEP_PG_URL is not")
-        pytest.skip("no PostgreSQL: set MLPSWEEP_PG_URL (.ci/run starts one and sets it)")
-    import psycopg
-
-    name = f"mlpsweep_test_{uuid.uuid4().hex[:8]}"
-    try:
-        admin = psycopg.connect(base.replace("postgresql://", "postgresql://", 1), autocommit=True)
-    except psycopg.OperationalError as error:
-        if os.environ.get("MLPSWEEP_REQUIRE_PG"):
-            raise
-        pytest.skip(f"PostgreSQL at {mask_url(base)} unreachable: {error}")
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{base.rsplit('/', 1)[0]}/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.close()
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ across machines), after counting what is finished or under way.
 from __future__ import annotations
 
 import fcntl
+import functools
 import socket
 import sys
 import time
@@ -385,11 +386,19 @@ def _override_value(value: Any) -> str:
     return str(value)
 
 
+@functools.cache
+def default_training_config() -> dict[str, Any]:
+    """`python src/train.py`'s config, composed once per worker (it never changes in a run)."""
+    defaults = OmegaConf.to_container(compose([]), resolve=True)
+    assert isinstance(defaults, dict)
+    return defaults
+
+
 def reproduce_command(trial_cfg: DictConfig) -> str:
     """`python src/train.py ...` with every training key that differs from the defaults."""
-    defaults = OmegaConf.to_container(compose([]), resolve=True)
+    defaults = default_training_config()
     chosen = OmegaConf.to_container(trial_cfg, resolve=True)
-    assert isinstance(defaults, dict) and isinstance(chosen, dict)
+    assert isinstance(chosen, dict)
     changed = [
         f"{path}={_override_value(value)}"
         for path, value in _flatten(chosen)
@@ -619,7 +628,8 @@ def launch(cfg: DictConfig, overrides: Sequence[str]) -> int:
     _reject_fixed_search_keys(settings, overrides)
     storage = open_storage(settings)
     study = load_or_create_study(settings, storage)
-    make_sampler(settings, 0), make_pruner(settings)  # constructor errors now, not in a worker
+    make_sampler(settings, 0)  # a sampler or pruner argument error shows now, not in each worker
+    make_pruner(settings)
     settings.study_dir.mkdir(parents=True, exist_ok=True)
     write_study_pointer(settings)
     progress = SweepProgress(settings, enabled=not cfg.quiet)
@@ -705,6 +715,7 @@ def report_best(study: optuna.Study, settings: SweepSettings) -> int:
     print(f"best trial {best.number}: {_values_text(best, settings)}  {_params_text(best)}")
     print(f"reproduce: {best.user_attrs.get('reproduce', '?')}")
     print(f"best config: {settings.study_dir / 'best.yaml'}")
+    print(f"the full summary (which network fits, how sure): make summary STUDY={settings.study_dir}")
     return 0
 
 
