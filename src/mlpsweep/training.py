@@ -174,11 +174,11 @@ def train(
     try:
         fit_interruptible(trainer, model, datamodule)
     except BaseException as error:
-        result = summarize(model, run_dir, trainer, time.perf_counter() - started)
+        result = run_result(model, run_dir, time.perf_counter() - started)
         result.status, result.error = status_of(error), str(error) or type(error).__name__
         write_metrics(result)
         raise
-    result = summarize(model, run_dir, trainer, time.perf_counter() - started)
+    result = run_result(model, run_dir, time.perf_counter() - started)
     finish(cfg, trainer, fit_pictures.final_figure, model, result)
     return result
 
@@ -223,7 +223,7 @@ def status_of(error: BaseException) -> str:
     return "failed"
 
 
-def summarize(model: MLP, run_dir: Path, trainer: pl.Trainer, duration_s: float) -> RunResult:
+def run_result(model: MLP, run_dir: Path, duration_s: float) -> RunResult:
     return RunResult(
         run_dir=run_dir,
         status="completed",
