@@ -96,7 +96,7 @@ def postgres_url() -> Iterator[str]:
         pytest.skip("no PostgreSQL: set MLPSWEEP_PG_URL (.ci/run starts one and sets it)")
     import psycopg
 
-    from mlpsweep.sweep import mask_url
+    from mlpsweep.storage import mask_url
 
     name = f"mlpsweep_test_{uuid.uuid4().hex[:8]}"
     try:

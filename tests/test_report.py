@@ -31,7 +31,8 @@ from optuna.trial import TrialState
 
 from mlpsweep import report as report_module
 from mlpsweep.config import compose
-from mlpsweep.report import ReportError, TrialRow, scrub, summarize_study, threshold_answer
+from mlpsweep.report import ReportError, TrialRow, summarize_study, threshold_answer
+from mlpsweep.storage import mask_url, scrub
 from mlpsweep.sweep import launch, parse_settings, write_study_pointer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -399,7 +400,7 @@ def test_postgres_study_summarises_without_leaking(
         assert report.best.number == study.best_trial.number and report.counts["running"] == 1
         credentials = url.split("://", 1)[1].rpartition("@")[0]  # "user:password"
         summary = (folder / "summary.md").read_text()
-        assert report_module.mask_url(url) in out and report_module.mask_url(url) in summary
+        assert mask_url(url) in out and mask_url(url) in summary
         for text in [out, summary, (folder / "trials.csv").read_text(), (folder / "study.json").read_text()]:
             assert credentials not in text
     finally:

@@ -21,7 +21,8 @@ import pytest
 from optuna.trial import TrialState
 
 from mlpsweep.config import ConfigError, compose
-from mlpsweep.sweep import budget_used, launch, mask_url, parse_settings, state_counts
+from mlpsweep.storage import mask_url, scrub
+from mlpsweep.sweep import budget_used, launch, parse_settings, state_counts
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SWEEP_SCRIPT = "src/sweep.py"
@@ -324,3 +325,6 @@ def test_mask_url_hides_only_the_password() -> None:
     assert mask_url("postgresql://user@host/db") == "postgresql://user@host/db"
     assert mask_url("sqlite:////tmp/a/study.db") == "sqlite:////tmp/a/study.db"
     assert "p@ss" not in mask_url("postgresql://u:p@ss@host/db")
+    assert scrub("cannot connect to postgresql://u:p@ss@host/db: refused") == (
+        "cannot connect to postgresql://u:***@host/db: refused"
+    )

@@ -14,7 +14,6 @@ import csv
 import json
 import math
 import os
-import re
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -26,7 +25,8 @@ from typing import Any, NoReturn
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from mlpsweep.sweep import PARAMETER_COUNT, Objective, mask_url, retried_numbers, state_counts
+from mlpsweep.storage import StorageError, mask_url, open_rdb, scrub
+from mlpsweep.sweep import PARAMETER_COUNT, Objective, retried_numbers, state_counts
 
 DEFAULT_SWEEPS_DIR = Path("outputs/sweeps")
 DEFAULT_THRESHOLD = 0.99
@@ -37,7 +37,6 @@ MIN_TRIALS_FOR_IMPORTANCE = 3
 ARCHITECTURE_KEYS = ("model.hidden", "model.layers")
 SHOWN_METRICS = ("val/acc", "train/acc", "val/loss", "train/loss")
 
-_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^:/@\s]*:)[^@\s]+@")
 
 
 class ReportError(Exception):
@@ -50,16 +49,6 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         print(f"error: {message} (see --help)", file=sys.stderr)
         sys.exit(2)
-
-
-def scrub(text: str) -> str:
-    """Mask every `scheme://user:password@` inside free text (`mask_url` takes whole URLs only).
-
-    Driver errors and trials' fail reasons embed URLs in sentences; everything this module
-    prints or writes passes through here. (Replacing the bare password string as well was
-    tried and rejected: a password equal to the user name, as in CI, mangled paths and names.)
-    """
-    return _URL_PASSWORD.sub(r"\1***@", text)
 
 
 # ---- finding and opening a study -----------------------------------------------------
@@ -158,21 +147,11 @@ def _existing_sqlite(url: str, local_db: Path) -> str:
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An RDB storage for reading; failures become one masked line."""
-    from optuna.storages import RDBStorage
-
-    if url.startswith("sqlite"):
-        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
-    elif url.startswith("postgresql"):
-        engine_kwargs = {"connect_args": {"connect_timeout": 5}}
-    else:
-        engine_kwargs = {}
+    """An RDB storage for reading (no heartbeat: failing stale trials is the sweep's job)."""
     try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs)
-    except Exception as error:  # SQLAlchemy/driver errors: bad URL, no server, no driver, bad password
-        lines = str(error).strip().splitlines()
-        reason = lines[0] if lines else type(error).__name__
-        raise ReportError(f"cannot open storage {mask_url(url)} ({scrub(reason)})") from error
+        return open_rdb(url)
+    except StorageError as error:
+        raise ReportError(f"cannot open storage {mask_url(url)} ({error})") from error
 
 
 def load_study(source: StudySource, opener: Callable[[str], optuna.storages.BaseStorage] = open_storage) -> optuna.Study:

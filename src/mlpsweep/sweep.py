@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from mlpsweep.config import METRICS, ConfigError, compose
+from mlpsweep.storage import StorageError, mask_url, open_rdb
 
 PARAMETER_COUNT = "parameter_count"
 OBJECTIVE_METRICS = (*METRICS, PARAMETER_COUNT)
@@ -98,16 +99,6 @@ class SweepSettings:
 
 
 # ---- settings ------------------------------------------------------------------------
-
-
-def mask_url(url: str) -> str:
-    """`scheme://user:secret@host/db` -> `scheme://user:***@host/db`; anything else unchanged."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    credentials, at, location = rest.rpartition("@")
-    user, colon, _ = credentials.partition(":")
-    return f"{scheme}://{user}{':***' if colon else ''}{at}{location}"
 
 
 def parse_settings(cfg: DictConfig) -> SweepSettings:
@@ -232,29 +223,22 @@ _MISSING = object()
 
 def open_storage(settings: SweepSettings) -> optuna.storages.RDBStorage:
     """The RDB storage with heartbeat and retries; a failure to open is the user's error."""
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # ask/tell with a heartbeat thread of our own is what Study.optimize does inside
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     if settings.storage_url.startswith("sqlite:///"):
         Path(settings.storage_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
-    elif settings.is_postgres:
-        engine_kwargs = {"connect_args": {"connect_timeout": 5}, "pool_pre_ping": True}
-    else:
-        engine_kwargs = {}
     try:
-        return RDBStorage(
+        return open_rdb(
             settings.storage_url,
-            engine_kwargs=engine_kwargs,
             heartbeat_interval=settings.heartbeat_interval,
             grace_period=settings.grace_period,
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry),
         )
-    except Exception as error:  # SQLAlchemy/driver errors: bad URL, no server, bad password
-        reason = mask_url(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
-        raise ConfigError(f"sweep.storage={settings.storage_display!r}: cannot open ({reason})") from error
+    except StorageError as error:
+        raise ConfigError(f"sweep.storage={settings.storage_display!r}: cannot open ({error})") from error
 
 
 def load_or_create_study(settings: SweepSettings, storage: optuna.storages.BaseStorage) -> optuna.Study:
