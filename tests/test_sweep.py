@@ -217,8 +217,8 @@ def test_two_workers_on_sqlite_give_exactly_n_trials(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name="mlp_arch", storage=f"sqlite:///{tmp_path / 'mlp_arch' / 'study.db'}")
     assert_exact_budget(study, 5)
-    hosts_dirs = {t.user_attrs["run_dir"] for t in study.get_trials()}
-    assert len(hosts_dirs) == 5
+    trained = [t for t in study.get_trials() if "duplicate_of" not in t.user_attrs]  # repeats reuse a twin's folder
+    assert len({t.user_attrs["run_dir"] for t in trained}) == len(trained) >= 1
 
 
 @pytest.mark.slow
