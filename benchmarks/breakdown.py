@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from loops import Timing, eager_floor
+from run import project_run
 
 LEVELS: tuple[tuple[str, str], ...] = (
     ("floor", "eager floor: nn.Linear, pre-sliced batches, fused Adam (no Lightning, no project code)"),
@@ -54,7 +55,7 @@ def runner(key: str, epochs: int, output_dir: Path) -> Callable[[], Timing]:
     """A callable that runs `key` for `epochs` epochs and returns its timing."""
     import lightning.pytorch as pl
 
-    from mlpsweep.training import build, new_run_dir, train
+    from mlpsweep.training import build
 
     if key == "floor":
         return lambda: eager_floor(epochs)
@@ -88,14 +89,7 @@ def runner(key: str, epochs: int, output_dir: Path) -> Callable[[], Timing]:
             return timing.stop()
         return bare
 
-    cfg = compose_run(epochs, output_dir, level_overrides(key, epochs))
-
-    def project() -> Timing:
-        run_dir = new_run_dir(output_dir)
-        timing = Timing.start()
-        train(cfg, run_dir)
-        return timing.stop()
-    return project
+    return project_run(epochs, level_overrides(key, epochs), output_dir)
 
 
 def one_off_costs(output_dir: Path, repeats: int) -> list[tuple[str, Timing]]:
