@@ -517,26 +517,34 @@ def _record_run(trial: optuna.Trial, run_dir: Path) -> None:
 # ---- workers -------------------------------------------------------------------------
 
 
-def run_worker(
-    overrides: Sequence[str], worker_index: int, on_trial_end: Callable[[optuna.Study], None] | None = None
-) -> int:
-    """One worker: ask, train, tell, until the study has n_trials. Returns trials run."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    cfg = compose(overrides)
-    settings = parse_settings(cfg)
-    storage = open_storage(settings)
-    study = optuna.load_study(
+def worker_study(settings: SweepSettings, storage: optuna.storages.RDBStorage, worker_index: int) -> optuna.Study:
+    """The study as worker `worker_index` sees it: its own seeded sampler, the pruner."""
+    return optuna.load_study(
         study_name=settings.study_name,
         storage=storage,
         sampler=make_sampler(settings, worker_index),
         pruner=make_pruner(settings),
     )
-    base = [o for o in overrides if not o.startswith("sweep.")]
+
+
+def training_overrides(overrides: Sequence[str]) -> list[str]:
+    """The command line minus the sweep's own keys: what every trial's config starts from."""
+    return [o for o in overrides if not o.startswith("sweep.")]
+
+
+def run_trials(
+    study: optuna.Study,
+    settings: SweepSettings,
+    storage: optuna.storages.RDBStorage,
+    base_overrides: Sequence[str],
+    on_trial_end: Callable[[optuna.Study], None] | None = None,
+) -> int:
+    """Ask, train, tell, until the study has n_trials. Returns the trials this worker ran."""
     ran = 0
     while (trial := next_trial(study, settings, storage)) is not None:
         with optuna.storages._heartbeat.get_heartbeat_thread(trial._trial_id, storage):
             try:
-                state, values = run_trial(trial, settings, base)
+                state, values = run_trial(trial, settings, base_overrides)
             except KeyboardInterrupt:
                 _requeue_interrupted(study, trial, storage)
                 raise
@@ -557,9 +565,13 @@ def _requeue_interrupted(study: optuna.Study, trial: optuna.Trial, storage: optu
 
 
 def worker_process_main(overrides: list[str], worker_index: int) -> None:
-    """Entry of a spawned worker process: quiet, and Ctrl-C ends it without a traceback."""
+    """Entry of a spawned worker process: it composes and opens everything itself; quiet,
+    and Ctrl-C ends it without a traceback."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        run_worker(overrides, worker_index)
+        settings = parse_settings(compose(overrides))
+        storage = open_storage(settings)
+        run_trials(worker_study(settings, storage, worker_index), settings, storage, training_overrides(overrides))
     except KeyboardInterrupt:
         sys.exit(130)
 
@@ -580,12 +592,11 @@ class SweepProgress:
         )
 
     def refresh(self, study: optuna.Study) -> None:
-        trials = study.get_trials(deepcopy=False)
+        trials = study.get_trials(deepcopy=False)  # one read of the storage per refresh
         counts = state_counts(trials)
-        finished = counts["complete"] + counts["pruned"] + counts["failed"]
-        self.bar.n = min(finished, self.settings.n_trials)
+        self.bar.n = min(counts["complete"] + counts["pruned"] + counts["failed"], self.settings.n_trials)
         postfix = {"done": counts["complete"], "pruned": counts["pruned"], "failed": counts["failed"]}
-        best = best_value_text(study, self.settings)
+        best = best_value_text(trials, self.settings)
         if best:
             postfix["best"] = best
         self.bar.set_postfix(postfix, refresh=False)
@@ -595,14 +606,13 @@ class SweepProgress:
         self.bar.close()
 
 
-def best_value_text(study: optuna.Study, settings: SweepSettings) -> str:
-    if settings.multi_objective:
-        front = study.best_trials
-        return f"{len(front)} on front" if front else ""
-    completed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    if not completed:
+def best_value_text(trials: Sequence[FrozenTrial], settings: SweepSettings) -> str:
+    """The first objective's best value among complete trials, for the progress bar."""
+    values = [t.values[0] for t in trials if t.state == TrialState.COMPLETE]
+    if not values:
         return ""
-    return f"{settings.objectives[0].metric} {study.best_value:.4f}"
+    first = settings.objectives[0]
+    return f"{first.metric} {(max if first.direction == 'maximize' else min)(values):.4f}"
 
 
 def launch(cfg: DictConfig, overrides: Sequence[str]) -> int:
@@ -612,15 +622,14 @@ def launch(cfg: DictConfig, overrides: Sequence[str]) -> int:
     _reject_fixed_search_keys(settings, overrides)
     storage = open_storage(settings)
     study = load_or_create_study(settings, storage)
-    make_sampler(settings, 0)  # a sampler or pruner argument error shows now, not in each worker
-    make_pruner(settings)
+    first_worker = worker_study(settings, storage, 0)  # a sampler or pruner argument error shows now
     settings.study_dir.mkdir(parents=True, exist_ok=True)
     write_study_pointer(settings)
     progress = SweepProgress(settings, enabled=not cfg.quiet)
     progress.refresh(study)
     try:
         if settings.workers == 1:
-            run_worker(overrides, 0, on_trial_end=progress.refresh)
+            run_trials(first_worker, settings, storage, training_overrides(overrides), on_trial_end=progress.refresh)
         else:
             run_worker_processes(settings, overrides, study, progress)
     finally:
@@ -679,7 +688,7 @@ def run_worker_processes(
 
 
 def report_best(study: optuna.Study, settings: SweepSettings) -> int:
-    """Write best.yaml (and pareto.yaml), print the reproduce line; exit 1 if nothing completed."""
+    """Write best.yaml, print the Pareto front (if any) and the reproduce line; exit 1 if nothing completed."""
     trials = study.get_trials(deepcopy=False)
     counts = state_counts(trials)
     print(
@@ -690,7 +699,8 @@ def report_best(study: optuna.Study, settings: SweepSettings) -> int:
         print("error: no trial completed; see the trials' fail_reason (make summary)", file=sys.stderr)
         return 1
     front = study.best_trials if settings.multi_objective else [study.best_trial]
-    best = max(front, key=lambda t: t.values[0]) if settings.multi_objective else front[0]
+    sign = 1 if settings.objectives[0].direction == "maximize" else -1
+    best = max(front, key=lambda t: sign * t.values[0])  # on a front: the best first objective
     write_best_yaml(best, settings)
     if settings.multi_objective:
         print("Pareto front:")
