@@ -82,8 +82,8 @@ class FitPictureLogger(pl.Callback):
 
     def log_picture(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> Figure:
         assert isinstance(pl_module, MLP)
-        val_acc = pl_module.member_metrics.get("val/acc")
-        accuracy = f", val acc {sum(val_acc) / len(val_acc):.3f}" if val_acc else ""
+        val_acc = pl_module.metric_means().get("val/acc")
+        accuracy = f", val acc {val_acc:.3f}" if val_acc is not None else ""
         figure = fit_picture(pl_module, self.datamodule, self.grid, f"{self.label}, epoch {epoch}{accuracy}")
         if trainer.logger is not None:
             trainer.logger.experiment.add_image("fit", to_rgb_array(figure), epoch, dataformats="HWC")
@@ -128,14 +128,13 @@ class HParamsLogger(pl.Callback):
             return
         from torch.utils.tensorboard.summary import hparams
 
-        final = {key: sum(v) / len(v) for key, v in pl_module.member_metrics.items()}
-        final["parameter_count"] = float(pl_module.parameter_count)
-        writer = trainer.logger.experiment
+        final = {**pl_module.metric_means(), "parameter_count": float(pl_module.parameter_count)}
+        epoch, writer = pl_module.last_validated_epoch, trainer.logger.experiment
         # The HParams tab reads each metric's scalar from the run; the validation scalars
         # are there already (Lightning's log_hyperparams would write them a second time).
-        writer.add_scalar("parameter_count", final["parameter_count"], pl_module.member_metrics_epoch)
+        writer.add_scalar("parameter_count", final["parameter_count"], epoch)
         for summary in hparams(self.hparams, final):
-            writer.file_writer.add_summary(summary, pl_module.member_metrics_epoch)
+            writer.file_writer.add_summary(summary, epoch)
 
 
 class RunProgress(pl.Callback):

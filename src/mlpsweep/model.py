@@ -72,8 +72,7 @@ class MLP(pl.LightningModule):
         self._init_members(hidden, layers, ensemble)
         self.epoch_losses = torch.empty(0)
         self.member_metrics: dict[str, list[float]] = {}
-        self.val_history: list[tuple[int, float]] = []
-        self.member_metrics_epoch = 0
+        self.val_history: list[tuple[int, float]] = []  # (epoch, members' mean val/loss) per validation
         self.epochs_trained = 0
 
     def _init_members(self, hidden: int, layers: int, ensemble: int) -> None:
@@ -155,10 +154,12 @@ class MLP(pl.LightningModule):
         except RuntimeError as error:  # BCE rejects NaN probabilities before any loss exists
             if torch.isfinite(prob).all():
                 raise
-            raise NonFiniteLossError(
-                f"training loss became non-finite at epoch {self.current_epoch}; "
-                f"lower model.lr (now {self.hparams.lr}) or check the data"
-            ) from error
+            raise self.non_finite(self.current_epoch) from error
+
+    def non_finite(self, epoch: int) -> NonFiniteLossError:
+        return NonFiniteLossError(
+            f"training loss became non-finite at epoch {epoch}; lower model.lr (now {self.hparams.lr}) or check the data"
+        )
 
     def __setattr__(self, name: str, value: object) -> None:
         """Lightning records the running hook's name on the module ~30 times an epoch;
@@ -183,9 +184,7 @@ class MLP(pl.LightningModule):
         if self.epochs_trained:  # also right for trainer.validate() after fit
             per_member["train/loss"] = self.epoch_losses[self.epochs_trained - 1]
         self.member_metrics = {key: values.tolist() for key, values in per_member.items()}
-        self.member_metrics_epoch = self.current_epoch + 1
-        val_loss = self.member_metrics["val/loss"]
-        self.val_history.append((self.current_epoch + 1, sum(val_loss) / len(val_loss)))
+        self.val_history.append((self.current_epoch + 1, self.metric_means()["val/loss"]))
         points = val_x.shape[0]
         # x axis = epochs done, as for the per-epoch loss curve and the pictures (not Lightning's step - 1)
         self.log("step", float(self.current_epoch + 1), batch_size=points)
@@ -201,9 +200,13 @@ class MLP(pl.LightningModule):
         """Members' mean per-epoch loss for epochs [0, until_epoch), raising on NaN/inf."""
         losses = self.epoch_losses[:until_epoch]
         if losses.numel() and not torch.isfinite(losses).all():
-            first_bad = int((~torch.isfinite(losses)).any(dim=1).nonzero()[0])
-            raise NonFiniteLossError(
-                f"training loss became non-finite at epoch {first_bad}; "
-                f"lower model.lr (now {self.hparams.lr}) or check the data"
-            )
+            raise self.non_finite(int((~torch.isfinite(losses)).any(dim=1).nonzero()[0]))
         return losses.mean(dim=1)
+
+    @property
+    def last_validated_epoch(self) -> int:
+        return self.val_history[-1][0] if self.val_history else 0
+
+    def metric_means(self) -> dict[str, float]:
+        """The last validation's metrics as members' means (what HParams and titles show)."""
+        return {key: sum(values) / len(values) for key, values in self.member_metrics.items()}
