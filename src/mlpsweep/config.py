@@ -146,6 +146,8 @@ def _expected_type(key: str) -> str:
     kind: Any = TrainSchema
     for part in key.split("."):
         kind = typing.get_type_hints(kind).get(part) if dataclasses.is_dataclass(kind) else None
+    declared = [t for t in typing.get_args(kind) if t is not type(None)] or [kind]  # Optional[float] -> float
+    kind = declared[0]
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
         kind, "a value of the right type"
     )
