@@ -26,7 +26,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from mlpsweep.storage import StorageError, mask_url, open_rdb, scrub
-from mlpsweep.sweep import PARAMETER_COUNT, Objective, retried_numbers, state_counts
+from mlpsweep.sweep import PARAMETER_COUNT, Objective, retried_numbers, state_counts, state_name
 
 DEFAULT_SWEEPS_DIR = Path("outputs/sweeps")
 DEFAULT_THRESHOLD = 0.99
@@ -197,13 +197,6 @@ class TrialRow:
         """The architecture's identity: hidden x layers when searched, else all searched params."""
         keys = [k for k in ARCHITECTURE_KEYS if k in self.params] or sorted(self.params)
         return tuple((k, self.params[k]) for k in keys)
-
-
-def state_name(trial: FrozenTrial, retried: set[int]) -> str:
-    """The vocabulary of `sweep.state_counts`: a retried dead trial is 'retried', not 'failed'."""
-    if trial.state == TrialState.FAIL and trial.number in retried:
-        return "retried"
-    return trial.state.name.lower().replace("fail", "failed")
 
 
 def trial_folder(study_folder: Path, trial: FrozenTrial) -> Path | None:

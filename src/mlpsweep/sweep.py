@@ -305,14 +305,18 @@ def budget_used(trials: Sequence[FrozenTrial]) -> int:
     return sum(1 for t in trials if not (t.state == TrialState.FAIL and t.number in retried))
 
 
+def state_name(trial: FrozenTrial, retried: set[int]) -> str:
+    """complete, pruned, failed, running or waiting; a dead worker's re-queued trial is 'retried'."""
+    if trial.state == TrialState.FAIL and trial.number in retried:
+        return "retried"
+    return trial.state.name.lower().replace("fail", "failed")
+
+
 def state_counts(trials: Sequence[FrozenTrial]) -> dict[str, int]:
     retried = retried_numbers(trials)
     counts = {"complete": 0, "pruned": 0, "failed": 0, "running": 0, "waiting": 0, "retried": 0}
     for trial in trials:
-        if trial.state == TrialState.FAIL and trial.number in retried:
-            counts["retried"] += 1
-        else:
-            counts[trial.state.name.lower().replace("fail", "failed")] += 1
+        counts[state_name(trial, retried)] += 1
     return counts
 
 
