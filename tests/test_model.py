@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
+from mlpsweep.config import compose
 from mlpsweep.data import EpochLoader, training_points
 from mlpsweep.model import MLP, NonFiniteLossError, parameter_count
+
+
+@functools.cache
+def yaml_model() -> dict[str, Any]:
+    """`conf/model/mlp.yaml`'s keys: the only place the model's defaults are written."""
+    model = OmegaConf.to_container(compose([]).model)
+    assert isinstance(model, dict)
+    return model
+
+
+def mlp(**changes: Any) -> MLP:
+    """The yaml's model with `changes`, unseeded (each test seeds torch itself)."""
+    return MLP(**{**yaml_model(), **changes})
 
 
 def tutorial_layers(hidden: int, layers: int) -> list[nn.Linear]:
@@ -27,7 +45,7 @@ def tutorial_network(hidden: int, layers: int) -> nn.Sequential:
 @pytest.mark.parametrize("layers", [1, 2, 3, 4])
 def test_shapes_for_layers_and_members(layers, ensemble):
     hidden = 7
-    model = MLP(hidden=hidden, layers=layers, ensemble=ensemble)
+    model = mlp(hidden=hidden, layers=layers, ensemble=ensemble)
     widths = [1] + [hidden] * layers + [1]
     assert len(model.weights) == len(model.biases) == layers + 1
     for depth, (weight, bias) in enumerate(zip(model.weights, model.biases, strict=True)):
@@ -47,7 +65,7 @@ def test_shapes_for_layers_and_members(layers, ensemble):
 @pytest.mark.parametrize("hidden,layers", [(20, 1), (10, 2), (5, 3)])
 def test_single_member_is_the_tutorials_network_after_the_same_seed(hidden, layers):
     torch.manual_seed(1234)
-    model = MLP(hidden=hidden, layers=layers, ensemble=1)
+    model = mlp(hidden=hidden, layers=layers, ensemble=1)
     torch.manual_seed(1234)
     reference = tutorial_network(hidden, layers)
     linears = [m for m in reference if isinstance(m, nn.Linear)]
@@ -61,7 +79,7 @@ def test_single_member_is_the_tutorials_network_after_the_same_seed(hidden, laye
 
 def test_default_model_is_the_tutorials_two_linear_layers():
     torch.manual_seed(0)
-    model = MLP()
+    model = mlp()
     torch.manual_seed(0)
     input_layer, output_layer = nn.Linear(1, 20), nn.Linear(20, 1)
     assert torch.equal(model.weights[0][0], input_layer.weight.detach().T)
@@ -73,9 +91,9 @@ def test_default_model_is_the_tutorials_two_linear_layers():
 
 def test_members_are_distinct_and_member_zero_is_the_single_model():
     torch.manual_seed(5)
-    single = MLP(hidden=6, layers=2, ensemble=1)
+    single = mlp(hidden=6, layers=2, ensemble=1)
     torch.manual_seed(5)
-    ensemble = MLP(hidden=6, layers=2, ensemble=4)
+    ensemble = mlp(hidden=6, layers=2, ensemble=4)
     for w_single, w_ens in zip(single.weights, ensemble.weights, strict=True):
         assert torch.equal(w_ens[0], w_single[0])
         for j in range(1, 4):
@@ -84,8 +102,7 @@ def test_members_are_distinct_and_member_zero_is_the_single_model():
 
 def single_from_member(model: MLP, member: int) -> MLP:
     """A K=1 model holding `model`'s member `member` weights (copied, not shared)."""
-    single = MLP(hidden=model.hparams.hidden, layers=model.hparams.layers, lr=model.hparams.lr,
-                 ensemble=1, fused_adam=model.hparams.fused_adam)
+    single = MLP(**{**model.hparams, "ensemble": 1})
     with torch.no_grad():
         for target, source in zip(single.weights, model.weights, strict=True):
             target.copy_(source[member : member + 1])
@@ -96,7 +113,7 @@ def single_from_member(model: MLP, member: int) -> MLP:
 
 def test_forward_and_losses_per_member_equal_the_member_alone():
     torch.manual_seed(2)
-    model = MLP(hidden=8, layers=2, ensemble=3)
+    model = mlp(hidden=8, layers=2, ensemble=3)
     x, y = training_points()
     with torch.no_grad():
         probs, losses, accs = model(x), model.member_losses(x, y), model.member_accuracy(x, y)
@@ -122,7 +139,7 @@ def train_epochs(model: MLP, epochs: int, seed: int) -> None:
 def test_members_trained_in_lockstep_end_where_they_end_alone(fused_adam):
     epochs, seed = 60, 11
     torch.manual_seed(seed)
-    ensemble = MLP(hidden=10, layers=2, lr=0.01, ensemble=3, fused_adam=fused_adam)
+    ensemble = mlp(hidden=10, layers=2, lr=0.01, ensemble=3, fused_adam=fused_adam)
     initial = [p.detach().clone() for p in ensemble.parameters()]
     alone = [single_from_member(ensemble, j) for j in range(3)]
 
@@ -143,7 +160,7 @@ def test_members_trained_in_lockstep_end_where_they_end_alone(fused_adam):
 def test_one_member_blowing_up_does_not_touch_the_others():
     """A member's NaN gradient must stay in that member: nothing is shared between members."""
     torch.manual_seed(3)
-    model = MLP(hidden=4, layers=1, ensemble=3)
+    model = mlp(hidden=4, layers=1, ensemble=3)
     x, y = training_points()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     before = [p.detach().clone() for p in model.parameters()]
@@ -157,7 +174,7 @@ def test_one_member_blowing_up_does_not_touch_the_others():
 
 def test_predict_raw_applies_the_standardisation_of_the_hparams():
     torch.manual_seed(0)
-    model = MLP(hidden=5, x_shift=-0.5, x_scale=29.0)
+    model = mlp(hidden=5, x_shift=-0.5, x_scale=29.0)
     raw = torch.linspace(-50, 49, 11).unsqueeze(1)
     with torch.no_grad():
         assert torch.allclose(model.predict_raw(raw), model((raw + 0.5) / 29.0))
@@ -165,7 +182,7 @@ def test_predict_raw_applies_the_standardisation_of_the_hparams():
 
 def test_nan_weights_raise_non_finite_loss_error_in_training_step():
     torch.manual_seed(0)
-    model = MLP(hidden=4)
+    model = mlp(hidden=4)
     model.raw_optimizer = model.configure_optimizers()
     model.epoch_losses = torch.full((1, 1), float("nan"))
     with torch.no_grad():
@@ -176,7 +193,7 @@ def test_nan_weights_raise_non_finite_loss_error_in_training_step():
 
 
 def test_finished_epoch_losses_reports_the_first_bad_epoch():
-    model = MLP(hidden=2, ensemble=2)
+    model = mlp(hidden=2, ensemble=2)
     model.epoch_losses = torch.tensor([[0.7, 0.6], [0.5, float("inf")], [0.4, 0.3]])
     assert torch.allclose(model.finished_epoch_losses(1), torch.tensor([0.65]))
     with pytest.raises(NonFiniteLossError, match="epoch 1"):

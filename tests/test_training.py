@@ -8,9 +8,12 @@ import math
 import secrets
 import threading
 from pathlib import Path
+from typing import Any
 
+import lightning.pytorch as pl
 import pytest
 import torch
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import OmegaConf
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -149,7 +152,7 @@ def test_checkpoint_restores_the_trained_members(finished_run):
     hp = model.hparams
     assert (hp.hidden, hp.layers, hp.lr, hp.ensemble) == (
         cfg.model.hidden, cfg.model.layers, cfg.model.lr, cfg.model.ensemble)
-    datamodule = PiecewiseDataModule(normalize=cfg.data.normalize, val_points=cfg.data.val_points)
+    datamodule = PiecewiseDataModule(**cfg.data, seed=cfg.seed)
     model.eval()
     with torch.no_grad():
         train_acc = model.member_accuracy(datamodule.x, datamodule.y).tolist()
@@ -252,11 +255,18 @@ def test_tensorboard_hparams_hold_real_hyperparameters_and_final_metrics(finishe
     expected = {
         "model.hidden": cfg.model.hidden, "model.layers": cfg.model.layers, "model.lr": cfg.model.lr,
         "model.ensemble": cfg.model.ensemble, "data.batch_size": cfg.data.batch_size,
-        "data.normalize": cfg.data.normalize, "trainer.max_epochs": cfg.trainer.max_epochs, "seed": cfg.seed,
+        "data.normalize": cfg.data.normalize, "trainer.max_epochs": cfg.trainer.max_epochs,
+        "seed": cfg.seed, "data.shuffle": cfg.data.shuffle, "data.val_points": cfg.data.val_points,
+        "trainer.val_every": cfg.trainer.val_every,
     }
     for key, value in expected.items():
         assert key in hparams, f"{key} missing from HParams"
-        assert hparams[key] == pytest.approx(float(value)), key
+        if isinstance(value, bool):  # torch would show a bool as 0.0000; a string reads true/false
+            assert hparams[key] == ("true" if value else "false"), key
+        else:
+            assert hparams[key] == pytest.approx(float(value)), key
+    for key in ("trainer.threads", "trainer.checkpoint", "model.fused_adam", "quiet"):
+        assert key not in hparams, f"{key} does not change what a run learns"
 
     experiment = plugin["_hparams_/experiment"].experiment
     metric_tags = {info.name.tag for info in experiment.metric_infos}
@@ -266,3 +276,51 @@ def test_tensorboard_hparams_hold_real_hyperparameters_and_final_metrics(finishe
     final_val_acc = scalar_series(accumulator, "val/acc")[-1][1]
     assert final_val_acc != -1
     assert final_val_acc == pytest.approx(finished_run.metrics["metrics"]["val/acc"]["mean"], rel=1e-6)
+
+
+# ---- the Lightning contract (see mlpsweep.model.MLP) --------------------------------------
+
+OPTIMIZER_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step",
+                   "on_before_zero_grad")
+
+
+class HookCounter(pl.Callback):
+    """Counts the per-optimizer-step hooks a callback could rely on, and the epochs."""
+
+    def __init__(self) -> None:
+        self.calls = dict.fromkeys([*OPTIMIZER_HOOKS, "on_train_epoch_end"], 0)
+        self.global_step_at_end: int | None = None
+
+    def on_before_backward(self, *args: Any) -> None:
+        self.calls["on_before_backward"] += 1
+
+    def on_after_backward(self, *args: Any) -> None:
+        self.calls["on_after_backward"] += 1
+
+    def on_before_optimizer_step(self, *args: Any) -> None:
+        self.calls["on_before_optimizer_step"] += 1
+
+    def on_before_zero_grad(self, *args: Any) -> None:
+        self.calls["on_before_zero_grad"] += 1
+
+    def on_train_epoch_end(self, *args: Any) -> None:
+        self.calls["on_train_epoch_end"] += 1
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.global_step_at_end = trainer.global_step
+
+
+def test_lightning_sees_no_optimizer_steps_so_step_hooks_and_lr_monitor_stay_silent(make_cfg, tmp_path):
+    """The model steps the raw optimizer inside one Lightning step per epoch. If this test
+    fails, Lightning now sees the steps: update MLP's docstring and the cost it states."""
+    counter = HookCounter()
+    cfg = make_cfg("trainer.max_epochs=30", "trainer.val_every=10", "logger.pictures=false",
+                   "logger.image_every=0", "trainer.checkpoint=false")
+    monitor = LearningRateMonitor(logging_interval="step")
+    result = train(cfg, new_run_dir(tmp_path / "runs"), extra_callbacks=[counter, monitor])
+    assert result.status == "completed" and result.epochs == 30
+    assert counter.calls["on_train_epoch_end"] == 30, "the counter saw the run"
+    assert counter.global_step_at_end == 0
+    assert {hook: counter.calls[hook] for hook in OPTIMIZER_HOOKS} == dict.fromkeys(OPTIMIZER_HOOKS, 0)
+    tags = events(result.run_dir).Tags()["scalars"]
+    assert not [tag for tag in tags if tag.startswith("lr")], "LearningRateMonitor records nothing"
