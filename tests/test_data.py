@@ -79,7 +79,7 @@ def test_piecewise_label_matches_rule_off_the_integers():
         assert label == rule(value), f"x={value}"
 
 
-def test_ambiguous_intervals_are_the_six_of_the_issue():
+def test_ambiguous_intervals_are_the_six_where_neighbouring_labels_differ():
     assert [tuple(map(int, pair)) for pair in ambiguous_intervals(*training_points())] == AMBIGUOUS
 
 
