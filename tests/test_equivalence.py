@@ -1,5 +1,4 @@
-"""Same model, faster: the speed-ups are worth having only if the project still trains the tutorial's
-network.
+"""Same model, faster: the speed-ups count only if the project still trains the tutorial's network.
 
 The project hands Lightning one epoch per step, runs the minibatch loop itself with a
 batched (K, in, out) network and can use fused Adam. With K=1, the same seed and no
