@@ -23,7 +23,8 @@ from mlpsweep.training import build, hparams_of
 
 def test_defaults_are_the_tutorials_run():
     cfg = compose([])
-    assert (cfg.model.hidden, cfg.model.layers, cfg.model.lr, cfg.model.ensemble) == (20, 1, 0.01, 1)
+    model = (cfg.model.hidden, cfg.model.layers, cfg.model.lr, cfg.model.ensemble)
+    assert model == (20, 1, 0.01, 1)
     assert (cfg.data.batch_size, cfg.data.shuffle, cfg.data.normalize) == (32, False, False)
     assert cfg.trainer.max_epochs == 7000
     assert cfg.trainer.val_every < cfg.trainer.max_epochs, "validation well below once per epoch"
@@ -68,13 +69,26 @@ def test_seed_zero_is_kept_and_honoured():
 
 
 def test_build_passes_every_model_and_data_key_through():
-    cfg = compose(["model.hidden=6", "model.layers=3", "model.lr=0.05", "model.ensemble=2",
-                   "model.fused_adam=false", "data.batch_size=10", "data.normalize=true",
-                   "data.val_points=123", "data.shuffle=true"])
+    cfg = compose(
+        [
+            "model.hidden=6",
+            "model.layers=3",
+            "model.lr=0.05",
+            "model.ensemble=2",
+            "model.fused_adam=false",
+            "data.batch_size=10",
+            "data.normalize=true",
+            "data.val_points=123",
+            "data.shuffle=true",
+        ]
+    )
     datamodule, model = build(cfg)
     hp = model.hparams
     assert (hp.hidden, hp.layers, hp.lr, hp.ensemble, hp.fused_adam) == (6, 3, 0.05, 2, False)
-    assert (hp.x_shift, hp.x_scale) == (datamodule.standardizer.shift, datamodule.standardizer.scale)
+    assert (hp.x_shift, hp.x_scale) == (
+        datamodule.standardizer.shift,
+        datamodule.standardizer.scale,
+    )
     assert hp.x_scale != 1.0
     assert (datamodule.batch_size, datamodule.shuffle, datamodule.val_points) == (10, True, 123)
     assert datamodule.val_x.shape == (123, 1)
@@ -163,9 +177,17 @@ def test_hparams_keys_follow_the_schema():
     derived = set(hyperparameter_keys())
     leaves = {key.path for key in schema_keys()}
     assert derived < leaves
-    assert leaves - derived == {"model.fused_adam", "trainer.threads", "trainer.checkpoint",
-                                "logger.image_every", "logger.flush_every", "logger.pictures",
-                                "quiet", "output_dir", "sweep"}
+    assert leaves - derived == {
+        "model.fused_adam",
+        "trainer.threads",
+        "trainer.checkpoint",
+        "logger.image_every",
+        "logger.flush_every",
+        "logger.pictures",
+        "quiet",
+        "output_dir",
+        "sweep",
+    }
 
 
 @pytest.mark.parametrize("section,cls", [("model", MLP), ("data", PiecewiseDataModule)])
