@@ -10,13 +10,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from mlpsweep.cli import fail
+from mlpsweep.cli import OneLineParser, fail
 
 HOST = "127.0.0.1"
 
 
 def main(argv: list[str]) -> int:
-    from mlpsweep.report import DEFAULT_SWEEPS_DIR, OneLineParser
+    from mlpsweep.summary import DEFAULT_SWEEPS_DIR
 
     parser = OneLineParser(prog="dashboard.py", description="optuna-dashboard for a sweep, on 127.0.0.1")
     parser.add_argument("study", nargs="?", help="study folder or name (default: the latest sweep)")
@@ -28,12 +28,18 @@ def main(argv: list[str]) -> int:
         import optuna_dashboard
     except ImportError:
         return fail("optuna-dashboard is not installed: pip install -e '.[dashboard]' (or make install)")
-    from mlpsweep.report import ReportError, find_study_folder, open_storage, resolve_source, scrub
+    from mlpsweep.storage import scrub
+    from mlpsweep.summary import (
+        SummaryError,
+        find_study_folder,
+        open_readonly_storage,
+        resolve_source,
+    )
 
     try:
         source = resolve_source(find_study_folder(args.study, args.sweeps_dir), args.storage)
-        storage = open_storage(source.storage_url)
-    except ReportError as error:
+        storage = open_readonly_storage(source.storage_url)
+    except SummaryError as error:
         return fail(scrub(str(error)))
     print(f"optuna-dashboard for {source.folder} ({source.storage_display}) at http://{HOST}:{args.port}/  (Ctrl-C stops it)",
           flush=True)

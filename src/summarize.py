@@ -14,11 +14,11 @@ import re
 import sys
 from pathlib import Path
 
-from mlpsweep.cli import fail
+from mlpsweep.cli import OneLineParser, fail
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    from mlpsweep.report import DEFAULT_SWEEPS_DIR, DEFAULT_THRESHOLD, OneLineParser
+    from mlpsweep.summary import DEFAULT_SWEEPS_DIR, DEFAULT_THRESHOLD
 
     parser = OneLineParser(prog="summarize.py", description=__doc__.split("\n\n")[1] if __doc__ else None)
     parser.add_argument("study", nargs="?", help="study folder or name under --sweeps-dir (default: the latest)")
@@ -31,17 +31,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    from mlpsweep.report import ReportError, scrub, summarize_study
+    from mlpsweep.storage import scrub
+    from mlpsweep.summary import SummaryError, summarize_study
 
     try:
-        report, text = summarize_study(args.study, args.threshold, args.storage, args.sweeps_dir)
-    except ReportError as error:
+        summary, text = summarize_study(args.study, args.threshold, args.storage, args.sweeps_dir)
+    except SummaryError as error:
         return fail(scrub(str(error)))
     except KeyboardInterrupt:
         return fail("interrupted", code=130)
-    folder = report.source.folder
+    folder = summary.source.folder
     print(re.sub(r"^!\[[^\]]*\]\(([^)]*)\)$", lambda m: f"-> {folder / m.group(1)}", text, flags=re.MULTILINE), end="")
-    print(f"written: {folder / 'summary.md'}, {folder / 'trials.csv'}, {len(report.pictures)} pictures in "
+    print(f"written: {folder / 'summary.md'}, {folder / 'trials.csv'}, {len(summary.pictures)} pictures in "
           f"{folder / 'plots'}/, TensorBoard {folder / 'summary'}/")
     return 0
 

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from mlpsweep.config import ConfigError, compose
+from mlpsweep.config import (
+    ConfigError,
+    compose,
+    hyperparameter_keys,
+    schema_keys,
+    searched_keys,
+)
+from mlpsweep.data import PiecewiseDataModule
+from mlpsweep.model import MLP
 from mlpsweep.training import build, hparams_of
 
 
 def test_defaults_are_the_tutorials_run():
     cfg = compose([])
-    assert (cfg.model.hidden, cfg.model.layers, cfg.model.lr, cfg.model.ensemble) == (20, 1, 0.01, 1)
+    model = (cfg.model.hidden, cfg.model.layers, cfg.model.lr, cfg.model.ensemble)
+    assert model == (20, 1, 0.01, 1)
     assert (cfg.data.batch_size, cfg.data.shuffle, cfg.data.normalize) == (32, False, False)
     assert cfg.trainer.max_epochs == 7000
     assert cfg.trainer.val_every < cfg.trainer.max_epochs, "validation well below once per epoch"
@@ -58,13 +69,26 @@ def test_seed_zero_is_kept_and_honoured():
 
 
 def test_build_passes_every_model_and_data_key_through():
-    cfg = compose(["model.hidden=6", "model.layers=3", "model.lr=0.05", "model.ensemble=2",
-                   "model.fused_adam=false", "data.batch_size=10", "data.normalize=true",
-                   "data.val_points=123", "data.shuffle=true"])
+    cfg = compose(
+        [
+            "model.hidden=6",
+            "model.layers=3",
+            "model.lr=0.05",
+            "model.ensemble=2",
+            "model.fused_adam=false",
+            "data.batch_size=10",
+            "data.normalize=true",
+            "data.val_points=123",
+            "data.shuffle=true",
+        ]
+    )
     datamodule, model = build(cfg)
     hp = model.hparams
     assert (hp.hidden, hp.layers, hp.lr, hp.ensemble, hp.fused_adam) == (6, 3, 0.05, 2, False)
-    assert (hp.x_shift, hp.x_scale) == (datamodule.standardizer.shift, datamodule.standardizer.scale)
+    assert (hp.x_shift, hp.x_scale) == (
+        datamodule.standardizer.shift,
+        datamodule.standardizer.scale,
+    )
     assert hp.x_scale != 1.0
     assert (datamodule.batch_size, datamodule.shuffle, datamodule.val_points) == (10, True, 123)
     assert datamodule.val_x.shape == (123, 1)
@@ -101,3 +125,76 @@ def test_bad_values_are_one_line_config_errors(override, fragments):
     assert "\n" not in message.strip()
     for fragment in fragments:
         assert fragment in message, f"{fragment!r} missing from {message!r}"
+
+
+@pytest.mark.parametrize(
+    "override,reason",
+    [
+        ("trainer.accelerator=gpu", "CPU"),
+        ("+trainer.accelerator=gpu", "CPU"),
+        ("trainer.devices=2", "CPU"),
+        ("trainer.precision=16", "float32"),
+    ],
+)
+def test_accelerator_devices_and_precision_are_refused_with_the_reason(override, reason):
+    """The model's hot loop is written for one CPU in float32 (see mlpsweep.model.MLP): a key
+    that asked for anything else would be silently ignored, so it must not exist."""
+    with pytest.raises(ConfigError) as caught:
+        compose([override])
+    message = str(caught.value)
+    assert "\n" not in message.strip()
+    key, value = override.lstrip("+").split("=")
+    assert f"unknown key '{key}'" in message and value in message and reason in message
+
+
+def test_train_script_refuses_a_gpu_with_one_line(run_train, tmp_path):
+    output_dir = tmp_path / "runs"
+    process = run_train("trainer.accelerator=gpu", f"output_dir={output_dir}", timeout=120)
+    assert process.returncode == 2 and process.stdout == ""
+    lines = process.stderr.splitlines()
+    assert len(lines) == 1 and "trainer.accelerator" in lines[0] and "gpu" in lines[0], lines
+    assert not output_dir.exists()
+
+
+def test_hparams_are_the_keys_that_shape_a_run_plus_the_searched_ones():
+    shown = hparams_of(compose(["model.fused_adam=false"]))
+    assert {"model.hidden", "model.lr", "data.shuffle", "trainer.val_every", "seed"} <= set(shown)
+    assert not {"trainer.threads", "trainer.checkpoint", "model.fused_adam"} & set(shown)
+    assert not [key for key in shown if key.startswith(("logger.", "sweep"))]
+    assert shown["data.shuffle"] == "false", "booleans as words: TensorBoard shows a bool as 0.0"
+    assert shown["trainer.stop_at_val_acc"] is None, "unset: torch's hparams leaves it out"
+
+    space = "+sweep.space.model.fused_adam={type:categorical,choices:[true,false]}"
+    trial = compose(["sweep=default", space, "model.fused_adam=false"])
+    assert searched_keys(trial) == ("model.hidden", "model.layers", "model.fused_adam")
+    searched = hparams_of(trial, searched_keys(trial))
+    assert searched["model.fused_adam"] == "false", "a searched key is shown even if run-only"
+    assert searched["trainer.stop_at_val_acc"] == 1.0
+
+
+def test_hparams_keys_follow_the_schema():
+    """A key added to the schema is shown unless marked `hyperparameter=False`."""
+    derived = set(hyperparameter_keys())
+    leaves = {key.path for key in schema_keys()}
+    assert derived < leaves
+    assert leaves - derived == {
+        "model.fused_adam",
+        "trainer.threads",
+        "trainer.checkpoint",
+        "logger.image_every",
+        "logger.flush_every",
+        "logger.pictures",
+        "quiet",
+        "output_dir",
+        "sweep",
+    }
+
+
+@pytest.mark.parametrize("section,cls", [("model", MLP), ("data", PiecewiseDataModule)])
+def test_every_yaml_key_is_a_required_keyword_of_the_class_it_builds(section, cls):
+    """The defaults live in the yaml only: a default in the signature would be a second copy."""
+    parameters = inspect.signature(cls.__init__).parameters
+    for key in compose([])[section]:
+        assert key in parameters, f"{section}.{key} is not an argument of {cls.__name__}"
+        assert parameters[key].kind is inspect.Parameter.KEYWORD_ONLY, key
+        assert parameters[key].default is inspect.Parameter.empty, f"{key} has a default"

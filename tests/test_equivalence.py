@@ -1,4 +1,4 @@
-"""Same model, faster (issue 5 item 4): the project's training is the tutorial's training.
+"""Same model, faster: the speed-ups count only if the project still trains the tutorial's network.
 
 The project hands Lightning one epoch per step, runs the minibatch loop itself with a
 batched (K, in, out) network and can use fused Adam. With K=1, the same seed and no
@@ -36,7 +36,11 @@ class TutorialData(Dataset):
 
     def __init__(self) -> None:
         self.x = torch.arange(-50, 50, dtype=torch.float32).unsqueeze(1)
-        inside = ((self.x > -20) & (self.x < 20)) | ((self.x > -40) & (self.x < -30)) | ((self.x > 30) & (self.x < 40))
+        inside = (
+            ((self.x > -20) & (self.x < 20))
+            | ((self.x > -40) & (self.x < -30))
+            | ((self.x > 30) & (self.x < 40))
+        )
         self.y = inside.to(torch.float32)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,7 +56,9 @@ def plain_layers(seed: int) -> tuple[nn.Linear, nn.Linear]:
     return nn.Linear(1, 20), nn.Linear(20, 1)
 
 
-def plain_loop(seed: int, lr: float, fused: bool, epochs: int = EPOCHS) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def plain_loop(
+    seed: int, lr: float, fused: bool, epochs: int = EPOCHS
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The plain loop: per-epoch point-weighted mean BCE, and the final (W1, b1, W2, b2)."""
     hidden, output = plain_layers(seed)
     params = [*hidden.parameters(), *output.parameters()]
@@ -62,15 +68,20 @@ def plain_loop(seed: int, lr: float, fused: bool, epochs: int = EPOCHS) -> tuple
     losses = []
     for _ in range(epochs):
         total, points = 0.0, 0
-        for x, y in loader:
+        for inputs, labels in loader:
             optimizer.zero_grad()
-            loss = criterion(torch.sigmoid(output(torch.sigmoid(hidden(x)))), y)
+            loss = criterion(torch.sigmoid(output(torch.sigmoid(hidden(inputs)))), labels)
             loss.backward()
             optimizer.step()
-            total += loss.item() * x.shape[0]
-            points += x.shape[0]
+            total += loss.item() * inputs.shape[0]
+            points += inputs.shape[0]
         losses.append(total / points)
-    final = [hidden.weight.detach(), hidden.bias.detach(), output.weight.detach(), output.bias.detach()]
+    final = [
+        hidden.weight.detach(),
+        hidden.bias.detach(),
+        output.weight.detach(),
+        output.bias.detach(),
+    ]
     return torch.tensor(losses), final
 
 
@@ -87,7 +98,7 @@ class Observe(pl.Callback):
 
 
 def linear_view(model: pl.LightningModule) -> list[torch.Tensor]:
-    """The K=1 model's parameters in nn.Linear's layout: (W1 (20,1), b1 (20,), W2 (1,20), b2 (1,))."""
+    """The K=1 model's parameters in nn.Linear's layout: W1 (20,1), b1 (20,), W2 (1,20), b2 (1,)."""
     assert model.ensemble == 1
     view = []
     for weight, bias in zip(model.weights, model.biases, strict=True):
@@ -103,12 +114,22 @@ def keep_thread_count():
 
 
 def project_run(tmp_path: Path, fused: bool) -> Observe:
-    cfg = compose([
-        f"trainer.max_epochs={EPOCHS}", f"seed={SEED}", f"model.lr={LR}", "model.ensemble=1",
-        f"model.fused_adam={str(fused).lower()}", "data.shuffle=false", "data.batch_size=32",
-        "data.normalize=false", "quiet=true", "logger.pictures=false", "trainer.checkpoint=false",
-        f"output_dir={tmp_path}",
-    ])
+    cfg = compose(
+        [
+            f"trainer.max_epochs={EPOCHS}",
+            f"seed={SEED}",
+            f"model.lr={LR}",
+            "model.ensemble=1",
+            f"model.fused_adam={str(fused).lower()}",
+            "data.shuffle=false",
+            "data.batch_size=32",
+            "data.normalize=false",
+            "quiet=true",
+            "logger.pictures=false",
+            "trainer.checkpoint=false",
+            f"output_dir={tmp_path}",
+        ]
+    )
     observe = Observe()
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -133,7 +154,9 @@ def test_project_trains_the_plain_loops_network(tmp_path: Path, fused: bool) -> 
     plain_losses, plain_final = plain_loop(SEED, LR, fused)
     project_losses = project.epoch_losses[:, 0]
     assert project_losses.shape == (EPOCHS,)
-    torch.testing.assert_close(project_losses, plain_losses, rtol=RTOL, atol=ATOL, check_dtype=False)
+    torch.testing.assert_close(
+        project_losses, plain_losses, rtol=RTOL, atol=ATOL, check_dtype=False
+    )
     for got, want in zip(project.final, plain_final, strict=True):
         torch.testing.assert_close(got, want, rtol=RTOL, atol=ATOL)
 
@@ -143,5 +166,8 @@ def test_the_comparison_can_tell_runs_apart() -> None:
     and a loop with a 1% different learning rate or another seed falls outside it."""
     losses, _ = plain_loop(SEED, LR, fused=False)
     assert (losses[0] - losses[-1]).abs() > 1000 * (ATOL + RTOL * losses[-1].abs())
-    for other in (plain_loop(SEED, LR * 1.01, fused=False)[0], plain_loop(SEED + 1, LR, fused=False)[0]):
+    for other in (
+        plain_loop(SEED, LR * 1.01, fused=False)[0],
+        plain_loop(SEED + 1, LR, fused=False)[0],
+    ):
         assert not torch.allclose(other, losses, rtol=RTOL, atol=ATOL)

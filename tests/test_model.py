@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
+from mlpsweep.config import compose
 from mlpsweep.data import EpochLoader, training_points
 from mlpsweep.model import MLP, NonFiniteLossError, parameter_count
+
+
+@functools.cache
+def yaml_model() -> dict[str, Any]:
+    """`conf/model/mlp.yaml`'s keys: the only place the model's defaults are written."""
+    model = OmegaConf.to_container(compose([]).model)
+    assert isinstance(model, dict)
+    return model
+
+
+def mlp(**changes: Any) -> MLP:
+    """The yaml's model with `changes`, unseeded (each test seeds torch itself)."""
+    return MLP(**{**yaml_model(), **changes})
 
 
 def tutorial_layers(hidden: int, layers: int) -> list[nn.Linear]:
@@ -27,18 +45,18 @@ def tutorial_network(hidden: int, layers: int) -> nn.Sequential:
 @pytest.mark.parametrize("layers", [1, 2, 3, 4])
 def test_shapes_for_layers_and_members(layers, ensemble):
     hidden = 7
-    model = MLP(hidden=hidden, layers=layers, ensemble=ensemble)
+    model = mlp(hidden=hidden, layers=layers, ensemble=ensemble)
     widths = [1] + [hidden] * layers + [1]
     assert len(model.weights) == len(model.biases) == layers + 1
     for depth, (weight, bias) in enumerate(zip(model.weights, model.biases, strict=True)):
         assert weight.shape == (ensemble, widths[depth], widths[depth + 1])
         assert bias.shape == (ensemble, 1, widths[depth + 1])
-    x = torch.linspace(-50, 49, 13).unsqueeze(1)
-    out = model(x)
+    inputs = torch.linspace(-50, 49, 13).unsqueeze(1)
+    out = model(inputs)
     assert out.shape == (ensemble, 13, 1)
     assert ((out > 0) & (out < 1)).all(), "sigmoid output"
-    assert model.member_losses(x, (x > 0).float()).shape == (ensemble,)
-    assert model.member_accuracy(x, (x > 0).float()).shape == (ensemble,)
+    assert model.member_losses(inputs, (inputs > 0).float()).shape == (ensemble,)
+    assert model.member_accuracy(inputs, (inputs > 0).float()).shape == (ensemble,)
     reference = sum(p.numel() for p in tutorial_network(hidden, layers).parameters())
     assert model.parameter_count == parameter_count(hidden, layers) == reference
     assert sum(p.numel() for p in model.parameters()) == ensemble * reference
@@ -47,21 +65,21 @@ def test_shapes_for_layers_and_members(layers, ensemble):
 @pytest.mark.parametrize("hidden,layers", [(20, 1), (10, 2), (5, 3)])
 def test_single_member_is_the_tutorials_network_after_the_same_seed(hidden, layers):
     torch.manual_seed(1234)
-    model = MLP(hidden=hidden, layers=layers, ensemble=1)
+    model = mlp(hidden=hidden, layers=layers, ensemble=1)
     torch.manual_seed(1234)
     reference = tutorial_network(hidden, layers)
     linears = [m for m in reference if isinstance(m, nn.Linear)]
     for weight, bias, layer in zip(model.weights, model.biases, linears, strict=True):
         assert torch.equal(weight[0], layer.weight.detach().T)
         assert torch.equal(bias[0, 0], layer.bias.detach())
-    x = torch.arange(-50, 50, dtype=torch.float32).unsqueeze(1)
+    inputs = torch.arange(-50, 50, dtype=torch.float32).unsqueeze(1)
     with torch.no_grad():
-        assert torch.allclose(model(x)[0], reference(x), atol=1e-6)
+        assert torch.allclose(model(inputs)[0], reference(inputs), atol=1e-6)
 
 
 def test_default_model_is_the_tutorials_two_linear_layers():
     torch.manual_seed(0)
-    model = MLP()
+    model = mlp()
     torch.manual_seed(0)
     input_layer, output_layer = nn.Linear(1, 20), nn.Linear(20, 1)
     assert torch.equal(model.weights[0][0], input_layer.weight.detach().T)
@@ -73,19 +91,20 @@ def test_default_model_is_the_tutorials_two_linear_layers():
 
 def test_members_are_distinct_and_member_zero_is_the_single_model():
     torch.manual_seed(5)
-    single = MLP(hidden=6, layers=2, ensemble=1)
+    single = mlp(hidden=6, layers=2, ensemble=1)
     torch.manual_seed(5)
-    ensemble = MLP(hidden=6, layers=2, ensemble=4)
+    ensemble = mlp(hidden=6, layers=2, ensemble=4)
     for w_single, w_ens in zip(single.weights, ensemble.weights, strict=True):
         assert torch.equal(w_ens[0], w_single[0])
-        for j in range(1, 4):
-            assert not torch.equal(w_ens[j], w_ens[0]), f"member {j} repeats member 0's draw"
+        for member in range(1, 4):
+            assert not torch.equal(w_ens[member], w_ens[0]), (
+                f"member {member} repeats member 0's draw"
+            )
 
 
 def single_from_member(model: MLP, member: int) -> MLP:
     """A K=1 model holding `model`'s member `member` weights (copied, not shared)."""
-    single = MLP(hidden=model.hparams.hidden, layers=model.hparams.layers, lr=model.hparams.lr,
-                 ensemble=1, fused_adam=model.hparams.fused_adam)
+    single = MLP(**{**model.hparams, "ensemble": 1})
     with torch.no_grad():
         for target, source in zip(single.weights, model.weights, strict=True):
             target.copy_(source[member : member + 1])
@@ -96,16 +115,22 @@ def single_from_member(model: MLP, member: int) -> MLP:
 
 def test_forward_and_losses_per_member_equal_the_member_alone():
     torch.manual_seed(2)
-    model = MLP(hidden=8, layers=2, ensemble=3)
-    x, y = training_points()
+    model = mlp(hidden=8, layers=2, ensemble=3)
+    inputs, labels = training_points()
     with torch.no_grad():
-        probs, losses, accs = model(x), model.member_losses(x, y), model.member_accuracy(x, y)
-        for j in range(3):
-            single = single_from_member(model, j)
-            assert torch.allclose(probs[j], single(x)[0], atol=1e-6)
-            assert losses[j].item() == pytest.approx(nn.BCELoss()(single(x)[0], y).item(), rel=1e-5)
-            expected_acc = ((single(x)[0] > 0.5).float() == y).float().mean().item()
-            assert accs[j].item() == pytest.approx(expected_acc)
+        probs, losses, accs = (
+            model(inputs),
+            model.member_losses(inputs, labels),
+            model.member_accuracy(inputs, labels),
+        )
+        for member in range(3):
+            single = single_from_member(model, member)
+            assert torch.allclose(probs[member], single(inputs)[0], atol=1e-6)
+            assert losses[member].item() == pytest.approx(
+                nn.BCELoss()(single(inputs)[0], labels).item(), rel=1e-5
+            )
+            expected_acc = ((single(inputs)[0] > 0.5).float() == labels).float().mean().item()
+            assert accs[member].item() == pytest.approx(expected_acc)
 
 
 def train_epochs(model: MLP, epochs: int, seed: int) -> None:
@@ -122,9 +147,9 @@ def train_epochs(model: MLP, epochs: int, seed: int) -> None:
 def test_members_trained_in_lockstep_end_where_they_end_alone(fused_adam):
     epochs, seed = 60, 11
     torch.manual_seed(seed)
-    ensemble = MLP(hidden=10, layers=2, lr=0.01, ensemble=3, fused_adam=fused_adam)
+    ensemble = mlp(hidden=10, layers=2, lr=0.01, ensemble=3, fused_adam=fused_adam)
     initial = [p.detach().clone() for p in ensemble.parameters()]
-    alone = [single_from_member(ensemble, j) for j in range(3)]
+    alone = [single_from_member(ensemble, member) for member in range(3)]
 
     train_epochs(ensemble, epochs, seed)
     for single in alone:  # the same shuffled batches, drawn from a loader with the same seed
@@ -132,22 +157,24 @@ def test_members_trained_in_lockstep_end_where_they_end_alone(fused_adam):
 
     for before, after in zip(initial, ensemble.parameters(), strict=True):
         assert (before - after).abs().max() > 1e-3, "the ensemble must actually have trained"
-    for j, single in enumerate(alone):
+    for member, single in enumerate(alone):
         for w_single, w_ens in zip(single.weights, ensemble.weights, strict=True):
-            torch.testing.assert_close(w_ens[j], w_single[0], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(w_ens[member], w_single[0], rtol=1e-4, atol=1e-5)
         for b_single, b_ens in zip(single.biases, ensemble.biases, strict=True):
-            torch.testing.assert_close(b_ens[j], b_single[0], rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(ensemble.epoch_losses[0, j], single.epoch_losses[0, 0], rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(b_ens[member], b_single[0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            ensemble.epoch_losses[0, member], single.epoch_losses[0, 0], rtol=1e-4, atol=1e-6
+        )
 
 
 def test_one_member_blowing_up_does_not_touch_the_others():
     """A member's NaN gradient must stay in that member: nothing is shared between members."""
     torch.manual_seed(3)
-    model = MLP(hidden=4, layers=1, ensemble=3)
-    x, y = training_points()
+    model = mlp(hidden=4, layers=1, ensemble=3)
+    inputs, labels = training_points()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     before = [p.detach().clone() for p in model.parameters()]
-    losses = model.member_losses(x[:32], y[:32])
+    losses = model.member_losses(inputs[:32], labels[:32])
     (losses * torch.tensor([1.0, 0.0, 1.0])).sum().backward()  # member 1 gets a zero gradient
     optimizer.step()
     for old, new in zip(before, model.parameters(), strict=True):
@@ -157,7 +184,7 @@ def test_one_member_blowing_up_does_not_touch_the_others():
 
 def test_predict_raw_applies_the_standardisation_of_the_hparams():
     torch.manual_seed(0)
-    model = MLP(hidden=5, x_shift=-0.5, x_scale=29.0)
+    model = mlp(hidden=5, x_shift=-0.5, x_scale=29.0)
     raw = torch.linspace(-50, 49, 11).unsqueeze(1)
     with torch.no_grad():
         assert torch.allclose(model.predict_raw(raw), model((raw + 0.5) / 29.0))
@@ -165,7 +192,7 @@ def test_predict_raw_applies_the_standardisation_of_the_hparams():
 
 def test_nan_weights_raise_non_finite_loss_error_in_training_step():
     torch.manual_seed(0)
-    model = MLP(hidden=4)
+    model = mlp(hidden=4)
     model.raw_optimizer = model.configure_optimizers()
     model.epoch_losses = torch.full((1, 1), float("nan"))
     with torch.no_grad():
@@ -176,7 +203,7 @@ def test_nan_weights_raise_non_finite_loss_error_in_training_step():
 
 
 def test_finished_epoch_losses_reports_the_first_bad_epoch():
-    model = MLP(hidden=2, ensemble=2)
+    model = mlp(hidden=2, ensemble=2)
     model.epoch_losses = torch.tensor([[0.7, 0.6], [0.5, float("inf")], [0.4, 0.3]])
     assert torch.allclose(model.finished_epoch_losses(1), torch.tensor([0.65]))
     with pytest.raises(NonFiniteLossError, match="epoch 1"):

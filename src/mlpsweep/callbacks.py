@@ -50,7 +50,8 @@ class LossCurveLogger(pl.Callback):
 
     def flush(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert isinstance(pl_module, MLP)
-        done = pl_module.epochs_trained  # not the trainer's count: it runs one ahead after an early stop
+        # not the trainer's count: it runs one ahead after an early stop
+        done = pl_module.epochs_trained
         losses = pl_module.finished_epoch_losses(done)[self.flushed :].tolist()
         if trainer.logger is not None:
             writer = trainer.logger.experiment
@@ -77,16 +78,19 @@ class FitPictureLogger(pl.Callback):
             self.log_picture(trainer, pl_module, epoch)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        assert isinstance(pl_module, MLP)  # current_epoch has already moved past the last epoch here
+        # current_epoch has already moved past the last epoch here
+        assert isinstance(pl_module, MLP)
         self.final_figure = self.log_picture(trainer, pl_module, pl_module.epochs_trained)
 
     def log_picture(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> Figure:
         assert isinstance(pl_module, MLP)
         val_acc = pl_module.metric_means().get("val/acc")
         accuracy = f", val acc {val_acc:.3f}" if val_acc is not None else ""
-        figure = fit_picture(pl_module, self.datamodule, self.grid, f"{self.label}, epoch {epoch}{accuracy}")
+        title = f"{self.label}, epoch {epoch}{accuracy}"
+        figure = fit_picture(pl_module, self.datamodule, self.grid, title)
         if trainer.logger is not None:
-            trainer.logger.experiment.add_image("fit", to_rgb_array(figure), epoch, dataformats="HWC")
+            image = to_rgb_array(figure)
+            trainer.logger.experiment.add_image("fit", image, epoch, dataformats="HWC")
         return figure
 
 
@@ -119,7 +123,9 @@ class HParamsLogger(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.write(trainer, pl_module)
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
         self.write(trainer, pl_module)
 
     def write(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -172,7 +178,9 @@ class RunProgress(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.close()
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, error: BaseException) -> None:
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, error: BaseException
+    ) -> None:
         self.close()
 
     def close(self) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from omegaconf import DictConfig
 
@@ -38,3 +40,12 @@ def config_or_exit(argv: Sequence[str], usage: str, config_name: str = "train") 
         print(to_yaml(cfg), end="")
         sys.exit(0)
     return cfg
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse for src/summarize.py and src/dashboard.py: a usage mistake is one `error:`
+    line, like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)

@@ -20,75 +20,140 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-METRICS = ("train/loss", "train/acc", "val/loss", "val/acc")  # logged per run; members' means
+# The metrics every run logs and records (members' means), in the order a person reads them:
+# the answer (val/acc) first.
+METRICS = ("val/acc", "train/acc", "val/loss", "train/loss")
 
 
 class ConfigError(ValueError):
     """A user's configuration mistake, worded as the one line they will see."""
 
 
+Check = tuple[Callable[[Any], bool], str]  # (is the value allowed?, what is allowed)
+
+AT_LEAST_ONE: Check = (lambda value: value >= 1, "an integer >= 1")
+
+
+def setting(
+    check: Check | None = None, *, hyperparameter: bool = True, default: Any = MISSING
+) -> Any:
+    """One config key of the schema: its range check and whether it shapes the result.
+
+    `hyperparameter=False` marks a key that changes how a run is carried out or recorded
+    but not what it learns; TensorBoard's HParams tab leaves it out (see `hyperparameter_keys`).
+    """
+    return field(default=default, metadata={"check": check, "hyperparameter": hyperparameter})
+
+
+def section(schema: type, *, hyperparameter: bool = True) -> Any:
+    """A group of keys (`model`, `data`, ...); `hyperparameter=False` covers all of them."""
+    return field(default_factory=schema, metadata={"hyperparameter": hyperparameter})
+
+
 @dataclass
 class DataSchema:
-    batch_size: int = MISSING
-    shuffle: bool = MISSING
-    normalize: bool = MISSING
-    val_points: int = MISSING
+    batch_size: int = setting(AT_LEAST_ONE)
+    shuffle: bool = setting()
+    normalize: bool = setting()
+    val_points: int = setting((lambda value: value >= 10, "an integer >= 10"))
 
 
 @dataclass
 class ModelSchema:
-    hidden: int = MISSING
-    layers: int = MISSING
-    lr: float = MISSING
-    ensemble: int = MISSING
-    fused_adam: bool = MISSING
+    hidden: int = setting(AT_LEAST_ONE)
+    layers: int = setting(AT_LEAST_ONE)
+    lr: float = setting((lambda value: 0 < value < float("inf"), "a positive finite number"))
+    ensemble: int = setting(AT_LEAST_ONE)
+    fused_adam: bool = setting(hyperparameter=False)  # the same Adam update, in fewer kernels
 
 
 @dataclass
 class TrainerSchema:
-    max_epochs: int = MISSING
-    val_every: int = MISSING
-    threads: int = MISSING
-    checkpoint: bool = MISSING
-    stop_at_val_acc: Optional[float] = None  # noqa: UP045 (OmegaConf's schema needs typing.Optional)
+    max_epochs: int = setting(AT_LEAST_ONE)
+    # a hyperparameter: early stopping and a sweep's pruner act only at validations
+    val_every: int = setting(AT_LEAST_ONE)
+    threads: int = setting(AT_LEAST_ONE, hyperparameter=False)  # speed only
+    checkpoint: bool = setting(hyperparameter=False)  # what is written, not what is learnt
+    stop_at_val_acc: Optional[float] = setting(  # noqa: UP045 (OmegaConf needs typing.Optional)
+        (lambda value: value is None or 0 < value <= 1, "null or a number in (0, 1]"), default=None
+    )
 
 
 @dataclass
 class LoggerSchema:
-    image_every: int = MISSING
-    flush_every: int = MISSING
-    pictures: bool = MISSING
+    image_every: int = setting(
+        (lambda value: value >= 0, "an integer >= 0 (0 = no pictures during training)")
+    )
+    flush_every: int = setting(AT_LEAST_ONE)
+    pictures: bool = setting()
 
 
 @dataclass
 class TrainSchema:
-    data: DataSchema = field(default_factory=DataSchema)
-    model: ModelSchema = field(default_factory=ModelSchema)
-    trainer: TrainerSchema = field(default_factory=TrainerSchema)
-    logger: LoggerSchema = field(default_factory=LoggerSchema)
-    seed: int = MISSING
-    quiet: bool = MISSING
-    output_dir: str = MISSING
-    sweep: Any = None
+    data: DataSchema = section(DataSchema)
+    model: ModelSchema = section(ModelSchema)
+    trainer: TrainerSchema = section(TrainerSchema)
+    logger: LoggerSchema = section(LoggerSchema, hyperparameter=False)
+    seed: int = setting((lambda value: value >= 0, "an integer >= 0"))
+    quiet: bool = setting(hyperparameter=False)
+    output_dir: str = setting(hyperparameter=False)
+    sweep: Any = setting(hyperparameter=False, default=None)
 
 
-Check = tuple[str, Callable[[Any], bool], str]
+@dataclass(frozen=True)
+class SchemaKey:
+    """A leaf of the schema, by its dotted path."""
 
-RANGE_CHECKS: tuple[Check, ...] = (
-    ("trainer.stop_at_val_acc", lambda v: v is None or 0 < v <= 1, "null or a number in (0, 1]"),
-    ("model.hidden", lambda v: v >= 1, "an integer >= 1"),
-    ("model.layers", lambda v: v >= 1, "an integer >= 1"),
-    ("model.ensemble", lambda v: v >= 1, "an integer >= 1"),
-    ("model.lr", lambda v: 0 < v < float("inf"), "a positive finite number"),
-    ("data.batch_size", lambda v: v >= 1, "an integer >= 1"),
-    ("data.val_points", lambda v: v >= 10, "an integer >= 10"),
-    ("trainer.max_epochs", lambda v: v >= 1, "an integer >= 1"),
-    ("trainer.val_every", lambda v: v >= 1, "an integer >= 1"),
-    ("trainer.threads", lambda v: v >= 1, "an integer >= 1"),
-    ("logger.image_every", lambda v: v >= 0, "an integer >= 0 (0 = no pictures during training)"),
-    ("logger.flush_every", lambda v: v >= 1, "an integer >= 1"),
-    ("seed", lambda v: v >= 0, "an integer >= 0"),
-)
+    path: str
+    check: Check | None
+    hyperparameter: bool
+
+
+def schema_keys(
+    schema: Any = TrainSchema, prefix: str = "", hyperparameter: bool = True
+) -> list[SchemaKey]:
+    """Every leaf of `schema`, in declaration order; a section's `hyperparameter=False` holds
+    for all its keys."""
+    hints = typing.get_type_hints(schema)
+    keys: list[SchemaKey] = []
+    for declared in dataclasses.fields(schema):
+        kind, path = hints[declared.name], prefix + declared.name
+        shapes = hyperparameter and declared.metadata.get("hyperparameter", True)
+        if dataclasses.is_dataclass(kind):
+            keys += schema_keys(kind, f"{path}.", shapes)
+        else:
+            keys.append(SchemaKey(path, declared.metadata.get("check"), shapes))
+    return keys
+
+
+def hyperparameter_keys() -> tuple[str, ...]:
+    """The keys that shape what a run learns, for TensorBoard's HParams tab.
+
+    Every schema leaf but those marked `hyperparameter=False`: `trainer.threads` and
+    `model.fused_adam` change the speed, not the update; `trainer.checkpoint`, `logger.*`,
+    `quiet` and `output_dir` change what is written. `trainer.val_every` stays: early
+    stopping and a sweep's pruner act only at validations, so it moves where a run ends.
+    """
+    return tuple(key.path for key in schema_keys() if key.hyperparameter)
+
+
+def searched_keys(cfg: DictConfig) -> tuple[str, ...]:
+    """The config paths a sweep's `sweep.space` searches (none for a plain run).
+
+    A space leaf is a mapping with a `type` (`{type: int, low: 1, high: 64}`); the sweep
+    checks the space itself, this only names its paths.
+    """
+    space = OmegaConf.select(cfg, "sweep.space")
+    tree = OmegaConf.to_container(space) if isinstance(space, DictConfig) else {}
+
+    def leaves(node: Any, prefix: str) -> list[str]:
+        if not isinstance(node, dict):
+            return []
+        if "type" in node:
+            return [prefix.rstrip(".")]
+        return [path for key, value in node.items() for path in leaves(value, f"{prefix}{key}.")]
+
+    return tuple(leaves(tree, ""))
 
 
 def compose(overrides: Sequence[str], config_name: str = "train") -> DictConfig:
@@ -114,7 +179,9 @@ def describe_hydra_error(error: BaseException, overrides: Sequence[str] = ()) ->
         return unknown_key_message(full_key, overrides)
     first, *rest = str(error).strip().splitlines() or ["invalid override"]
     if "Could not find" in first:
-        options = [line.strip() for line in rest if line.startswith("\t") and "provider=" not in line]
+        options = [
+            line.strip() for line in rest if line.startswith("\t") and "provider=" not in line
+        ]
         return f"{first.split(': ', 1)[-1]}; available: {', '.join(options) or 'none'}"
     if "Error parsing override" in first and rest:
         return f"{first}: {rest[0]} (write key=value)"
@@ -129,7 +196,8 @@ def validate(cfg: DictConfig) -> DictConfig:
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", "?")
         if isinstance(error, ConfigKeyError):  # a key added with `+` that the schema lacks
-            raise ConfigError(unknown_key_message(key, [f"{key}={OmegaConf.select(cfg, key)}"])) from error
+            given = f"{key}={OmegaConf.select(cfg, key)}"
+            raise ConfigError(unknown_key_message(key, [given])) from error
         value = OmegaConf.select(cfg, key, default="?") if key != "?" else "?"
         expected = _expected_type(key)
         raise ConfigError(f"{key}={value!r}: expected {expected}") from error
@@ -142,41 +210,65 @@ def validate(cfg: DictConfig) -> DictConfig:
 
 
 def _expected_type(key: str) -> str:
-    """The schema's declared type of `key` (OmegaConf.get_type would give the MISSING value's: str)."""
+    """The schema's declared type of `key` (OmegaConf.get_type gives the MISSING value's: str)."""
     kind: Any = TrainSchema
     for part in key.split("."):
         kind = typing.get_type_hints(kind).get(part) if dataclasses.is_dataclass(kind) else None
-    declared = [t for t in typing.get_args(kind) if t is not type(None)] or [kind]  # Optional[float] -> float
+    # Optional[float] -> float
+    declared = [option for option in typing.get_args(kind) if option is not type(None)] or [kind]
     kind = declared[0]
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
         kind, "a value of the right type"
     )
 
 
+# Lightning Trainer arguments a user may reach for; the run is CPU-only and float32 by design
+# (see `mlpsweep.model.MLP`), so these are refused by name with the reason.
+NOT_CONFIGURABLE = {
+    "trainer.accelerator": "training runs on the CPU only",
+    "trainer.devices": "training runs on one CPU device only",
+    "trainer.precision": "training runs in float32 only",
+}
+
+
 def unknown_key_message(key: str, overrides: Sequence[str] = ()) -> str:
     """`unknown key 'model.hiden' in model.hiden=3: ...; did you mean model.hidden?`"""
-    given = next((o.lstrip("+~") for o in overrides if f"{o.lstrip('+~').split('=', 1)[0]}.".startswith(f"{key}.")), key)
+    given = next(
+        (
+            override.lstrip("+~")
+            for override in overrides
+            if f"{override.lstrip('+~').split('=', 1)[0]}.".startswith(f"{key}.")
+        ),
+        key,
+    )
+    if key in NOT_CONFIGURABLE:
+        return (
+            f"unknown key '{key}' in {given}: no such setting; {NOT_CONFIGURABLE[key]} "
+            "(see mlpsweep.model.MLP)"
+        )
     prefix, _, leaf = key.rpartition(".")
-    siblings = {k.rpartition(".")[2]: k for k in _schema_keys(TrainSchema) if k.rpartition(".")[0] == prefix}
-    close = [siblings[m] for m in difflib.get_close_matches(leaf, siblings, n=1)]
+    siblings = {
+        known.path.rpartition(".")[2]: known.path
+        for known in schema_keys()
+        if known.path.rpartition(".")[0] == prefix
+    }
+    close = [siblings[match] for match in difflib.get_close_matches(leaf, siblings, n=1)]
     hint = f"did you mean {close[0]}? " if close else ""
-    return f"unknown key '{key}' in {given}: no such setting; {hint}`python src/train.py --cfg` lists all keys"
-
-
-def _schema_keys(kind: Any, prefix: str = "") -> list[str]:
-    hints = typing.get_type_hints(kind)
-    keys = []
-    for name, sub in hints.items():
-        keys += _schema_keys(sub, f"{prefix}{name}.") if dataclasses.is_dataclass(sub) else [prefix + name]
-    return keys
+    return (
+        f"unknown key '{key}' in {given}: no such setting; {hint}"
+        "`python src/train.py --cfg` lists all keys"
+    )
 
 
 def check_ranges(cfg: DictConfig) -> None:
     """Raise ConfigError on the first value outside what the training can use."""
-    for key, allowed, description in RANGE_CHECKS:
-        value = OmegaConf.select(cfg, key)
+    for key in schema_keys():
+        if key.check is None:
+            continue
+        allowed, description = key.check
+        value = OmegaConf.select(cfg, key.path)
         if not allowed(value):
-            raise ConfigError(f"{key}={value}: must be {description}")
+            raise ConfigError(f"{key.path}={value}: must be {description}")
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -24,23 +24,25 @@ ONE_INTERVALS: tuple[tuple[float, float], ...] = ((-20.0, 20.0), (-40.0, -30.0),
 Minibatches = list[tuple[torch.Tensor, torch.Tensor]]
 
 
-def piecewise_label(x: torch.Tensor) -> torch.Tensor:
+def piecewise_label(positions: torch.Tensor) -> torch.Tensor:
     """The tutorial's rule: 1 strictly inside (-20,20), (-40,-30), (30,40); else 0."""
-    inside = torch.zeros_like(x, dtype=torch.bool)
+    inside = torch.zeros_like(positions, dtype=torch.bool)
     for low, high in ONE_INTERVALS:
-        inside |= (x > low) & (x < high)
+        inside |= (positions > low) & (positions < high)
     return inside.to(torch.float32)
 
 
 def training_points() -> tuple[torch.Tensor, torch.Tensor]:
     """The tutorial's 100 points x = -50..49, shaped (100, 1) like its Dataset."""
-    x = torch.arange(TRAIN_X_LOW, TRAIN_X_HIGH + 1, dtype=torch.float32).unsqueeze(1)
-    return x, piecewise_label(x)
+    positions = torch.arange(TRAIN_X_LOW, TRAIN_X_HIGH + 1, dtype=torch.float32).unsqueeze(1)
+    return positions, piecewise_label(positions)
 
 
-def ambiguous_intervals(x: torch.Tensor, y: torch.Tensor) -> list[tuple[float, float]]:
+def ambiguous_intervals(
+    positions: torch.Tensor, labels: torch.Tensor
+) -> list[tuple[float, float]]:
     """Unit intervals between neighbouring training points whose labels differ."""
-    flat_x, flat_y = x.squeeze(1).tolist(), y.squeeze(1).tolist()
+    flat_x, flat_y = positions.squeeze(1).tolist(), labels.squeeze(1).tolist()
     return [
         (flat_x[i], flat_x[i + 1])
         for i in range(len(flat_x) - 1)
@@ -67,8 +69,8 @@ def validation_grid(points: int) -> tuple[torch.Tensor, torch.Tensor]:
     if grid.numel() > points:  # spread the surplus evenly instead of cutting one end
         keep = torch.linspace(0, grid.numel() - 1, points).round().long()
         grid = grid[keep]
-    x = grid.unsqueeze(1)
-    return x, piecewise_label(x)
+    positions = grid.unsqueeze(1)
+    return positions, piecewise_label(positions)
 
 
 @dataclass(frozen=True)
@@ -78,10 +80,10 @@ class Standardizer:
     shift: float = 0.0
     scale: float = 1.0
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, positions: torch.Tensor) -> torch.Tensor:
         if self.shift == 0.0 and self.scale == 1.0:
-            return x
-        return (x - self.shift) / self.scale
+            return positions
+        return (positions - self.shift) / self.scale
 
 
 class EpochLoader:
@@ -92,21 +94,23 @@ class EpochLoader:
     """
 
     def __init__(
-        self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int
+        self, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool, seed: int
     ) -> None:
-        self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
+        self.inputs, self.labels = inputs, labels
+        self.batch_size, self.shuffle = batch_size, shuffle
         self.generator = torch.Generator().manual_seed(seed)
-        self.fixed_minibatches = None if shuffle else self._slice(x, y)
+        self.fixed_minibatches = None if shuffle else self._slice(inputs, labels)
 
-    def _slice(self, x: torch.Tensor, y: torch.Tensor) -> Minibatches:
-        return list(zip(x.split(self.batch_size), y.split(self.batch_size), strict=True))
+    def _slice(self, inputs: torch.Tensor, labels: torch.Tensor) -> Minibatches:
+        pairs = zip(inputs.split(self.batch_size), labels.split(self.batch_size), strict=True)
+        return list(pairs)
 
     def __iter__(self) -> Iterator[Minibatches]:
         if self.fixed_minibatches is not None:
             yield self.fixed_minibatches
             return
-        order = torch.randperm(self.x.shape[0], generator=self.generator)
-        yield self._slice(self.x[order], self.y[order])
+        order = torch.randperm(self.inputs.shape[0], generator=self.generator)
+        yield self._slice(self.inputs[order], self.labels[order])
 
     def __len__(self) -> int:
         return 1
@@ -126,15 +130,14 @@ class OneBatch:
 
 
 class PiecewiseDataModule(pl.LightningDataModule):
-    """Training points, the validation grid, and the optional standardisation of x."""
+    """Training points, the validation grid, and the optional standardisation of x.
+
+    Every argument is a required keyword: the defaults live in `conf/data/piecewise.yaml`
+    only, and `training.build` passes `**cfg.data` and the run's seed.
+    """
 
     def __init__(
-        self,
-        batch_size: int = 32,
-        shuffle: bool = False,
-        normalize: bool = False,
-        val_points: int = 1000,
-        seed: int = 0,
+        self, *, batch_size: int, shuffle: bool, normalize: bool, val_points: int, seed: int
     ) -> None:
         super().__init__()
         self.batch_size, self.shuffle, self.normalize = batch_size, shuffle, normalize
@@ -153,7 +156,9 @@ class PiecewiseDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> EpochLoader:
         return EpochLoader(self.x, self.y, self.batch_size, self.shuffle, self.seed)
 
-    def transfer_batch_to_device(self, batch: object, device: torch.device, dataloader_idx: int) -> object:
+    def transfer_batch_to_device(
+        self, batch: object, device: torch.device, dataloader_idx: int
+    ) -> object:
         """On the CPU the tensors are where they belong: skip Lightning's walk over the batch."""
         if device.type == "cpu":
             return batch

@@ -36,13 +36,13 @@ def linear_init(fan_in: int, fan_out: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def propagate(
-    x: torch.Tensor, layers: tuple[tuple[torch.Tensor, torch.Tensor], ...], members: int
+    inputs: torch.Tensor, layers: tuple[tuple[torch.Tensor, torch.Tensor], ...], members: int
 ) -> torch.Tensor:
     """x (N, 1) through every member's sigmoid layers at once: (K, N, 1) probabilities."""
-    h = x.expand(members, -1, -1)
+    activations = inputs.expand(members, -1, -1)
     for weight, bias in layers:
-        h = torch.sigmoid(torch.baddbmm(bias, h, weight))
-    return h
+        activations = torch.sigmoid(torch.baddbmm(bias, activations, weight))
+    return activations
 
 
 def parameter_count(hidden: int, layers: int, inputs: int = 1, outputs: int = 1) -> int:
@@ -52,18 +52,49 @@ def parameter_count(hidden: int, layers: int, inputs: int = 1, outputs: int = 1)
 
 
 class MLP(pl.LightningModule):
-    """`layers` hidden layers of `hidden` sigmoid units, sigmoid output, BCE loss, Adam."""
+    """`layers` hidden layers of `hidden` sigmoid units, sigmoid output, BCE loss, Adam.
+
+    Every architecture and optimiser argument is a required keyword: the defaults live in
+    `conf/model/mlp.yaml` only, and `training.build` passes `**cfg.model`. They are saved as
+    hyperparameters, so `MLP.load_from_checkpoint(path)` needs no arguments.
+
+    **The Lightning contract, bent on purpose.** Lightning costs about 0.35-0.5 ms per
+    optimizer step on these machines whatever the model; the tutorial's whole epoch (4
+    minibatches) takes 1.27 ms in plain PyTorch, and a plain Lightning port 2.5-2.9 ms. So:
+
+    - Lightning sees *one step per epoch* (`data.EpochLoader` yields an epoch's minibatches)
+      and `training_step` runs the minibatch loop itself (1.45 ms/epoch in the prototype);
+    - it steps the *raw* torch optimizer (`self.raw_optimizer`), not Lightning's wrapper,
+      and calls `backward()` itself instead of `manual_backward`;
+    - `__setattr__` short-cuts one attribute Lightning writes ~30 times an epoch (~0.1 ms).
+
+    What follows, pinned by `tests/test_model.py` so that a change is deliberate:
+
+    - `trainer.global_step` stays 0 (it counts wrapper steps); epochs are the clock, and
+      every logged x axis is the epoch count;
+    - the hooks `on_before_backward`, `on_after_backward`, `on_before_optimizer_step` and
+      `on_before_zero_grad` never fire, so gradient-norm logging or clipping does nothing;
+    - a learning-rate scheduler returned from `configure_optimizers` is never stepped
+      (manual optimisation), and `LearningRateMonitor` records nothing at all;
+    - the run is CPU-only (`accelerator="cpu"`, float32): the config has no accelerator,
+      devices or precision key, and setting one is refused as an unknown key.
+
+    To add any of those, step the Lightning optimizer and call `manual_backward` per
+    minibatch, and pay the per-step cost above.
+    """
 
     def __init__(
         self,
-        hidden: int = 20,
-        layers: int = 1,
-        lr: float = 0.01,
-        ensemble: int = 1,
-        fused_adam: bool = True,
+        *,
+        hidden: int,
+        layers: int,
+        lr: float,
+        ensemble: int,
+        fused_adam: bool,
         x_shift: float = 0.0,
         x_scale: float = 1.0,
     ) -> None:
+        """`x_shift`/`x_scale` standardise raw x (the data module's; identity by default)."""
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -72,7 +103,8 @@ class MLP(pl.LightningModule):
         self._init_members(hidden, layers, ensemble)
         self.epoch_losses = torch.empty(0)
         self.member_metrics: dict[str, list[float]] = {}
-        self.val_history: list[tuple[int, float]] = []  # (epoch, members' mean val/loss) per validation
+        # (epoch, members' mean val/loss), one per validation
+        self.val_history: list[tuple[int, float]] = []
         self.epochs_trained = 0
 
     def _init_members(self, hidden: int, layers: int, ensemble: int) -> None:
@@ -99,29 +131,31 @@ class MLP(pl.LightningModule):
         """(weight, bias) per layer; built once per epoch by the hot loop, not per step."""
         return tuple(zip(self.weights, self.biases, strict=True))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """x (N, 1), already standardised -> probabilities (K, N, 1), one row per member."""
-        return propagate(x, self.layer_pairs(), self.ensemble)
+        return propagate(inputs, self.layer_pairs(), self.ensemble)
 
     def predict_raw(self, raw_x: torch.Tensor) -> torch.Tensor:
         """Probabilities for x on the data's own scale (what the plots and users pass)."""
         return self((raw_x - self.hparams.x_shift) / self.hparams.x_scale)
 
-    def member_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def member_losses(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Each member's mean BCE on (x, y): shape (K,)."""
-        prob = self(x)
-        target = y.expand_as(prob)
+        prob = self(inputs)
+        target = labels.expand_as(prob)
         return F.binary_cross_entropy(prob, target, reduction="none").mean(dim=(1, 2))
 
-    def member_accuracy(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def member_accuracy(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Each member's accuracy at threshold 0.5: shape (K,)."""
-        hits = (self(x) > 0.5).to(y.dtype) == y.expand(self.ensemble, -1, -1)
+        hits = (self(inputs) > 0.5).to(labels.dtype) == labels.expand(self.ensemble, -1, -1)
         return hits.to(torch.float32).mean(dim=(1, 2))
 
     # ---- training -------------------------------------------------------------------
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, fused=self.hparams.fused_adam)
+        return torch.optim.Adam(
+            self.parameters(), lr=self.hparams.lr, fused=self.hparams.fused_adam
+        )
 
     def on_train_start(self) -> None:
         self.raw_optimizer = self.optimizers().optimizer  # skip the wrapper in the hot loop
@@ -137,20 +171,21 @@ class MLP(pl.LightningModule):
         optimizer, members, layers = self.raw_optimizer, self.ensemble, self.layer_pairs()
         total = torch.zeros(members)
         points = 0
-        for x, y in minibatches:
+        for inputs, labels in minibatches:
             optimizer.zero_grad(set_to_none=True)
-            sums = self.checked_loss_sums(propagate(x, layers, members), y)
-            sums.backward(torch.full((members,), 1.0 / x.shape[0]))
+            sums = self.checked_loss_sums(propagate(inputs, layers, members), labels)
+            sums.backward(torch.full((members,), 1.0 / inputs.shape[0]))
             optimizer.step()
             total += sums.detach()
-            points += x.shape[0]
+            points += inputs.shape[0]
         self.epoch_losses[self.current_epoch] = total / points
         self.epochs_trained = self.current_epoch + 1
 
-    def checked_loss_sums(self, prob: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def checked_loss_sums(self, prob: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Members' summed BCE; NaN probabilities (diverged weights) become NonFiniteLossError."""
         try:
-            return F.binary_cross_entropy(prob, y.expand_as(prob), reduction="none").sum(dim=(1, 2))
+            losses = F.binary_cross_entropy(prob, labels.expand_as(prob), reduction="none")
+            return losses.sum(dim=(1, 2))
         except RuntimeError as error:  # BCE rejects NaN probabilities before any loss exists
             if torch.isfinite(prob).all():
                 raise
@@ -158,7 +193,8 @@ class MLP(pl.LightningModule):
 
     def non_finite(self, epoch: int) -> NonFiniteLossError:
         return NonFiniteLossError(
-            f"training loss became non-finite at epoch {epoch}; lower model.lr (now {self.hparams.lr}) or check the data"
+            f"training loss became non-finite at epoch {epoch}; "
+            f"lower model.lr (now {self.hparams.lr}) or check the data"
         )
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -186,10 +222,12 @@ class MLP(pl.LightningModule):
         self.member_metrics = {key: values.tolist() for key, values in per_member.items()}
         self.val_history.append((self.current_epoch + 1, self.metric_means()["val/loss"]))
         points = val_x.shape[0]
-        # x axis = epochs done, as for the per-epoch loss curve and the pictures (not Lightning's step - 1)
+        # x axis = epochs done, as for the per-epoch loss curve and the pictures
+        # (not Lightning's step - 1)
         self.log("step", float(self.current_epoch + 1), batch_size=points)
         for key, values in per_member.items():
-            # the per-epoch train/loss curve is LossCurveLogger's: a copy here would land out of step order
+            # the per-epoch train/loss curve is LossCurveLogger's: a copy here would land out
+            # of step order
             self.log(key, values.mean(), batch_size=points, logger=key != "train/loss")
             if self.ensemble > 1:
                 self.log(f"{key}_min", values.min(), batch_size=points)

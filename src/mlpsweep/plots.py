@@ -24,12 +24,15 @@ def curve_x(low: float = -50.0, high: float = 50.0) -> torch.Tensor:
 
 
 def fit_figure(
-    x: np.ndarray, y: np.ndarray, grid: np.ndarray, member_probs: np.ndarray, title: str
+    positions: np.ndarray, labels: np.ndarray, grid: np.ndarray, member_probs: np.ndarray,
+    title: str,
 ) -> Figure:
     """Data points coloured by label, each member's curve faintly, their mean boldly."""
     figure = Figure(figsize=(7, 3.6), dpi=100)
     axes = figure.add_subplot()
-    axes.scatter(x, y, c=y, cmap="coolwarm", s=14, zorder=3, label="training points")
+    axes.scatter(
+        positions, labels, c=labels, cmap="coolwarm", s=14, zorder=3, label="training points"
+    )
     if member_probs.shape[0] > 1:
         for probs in member_probs:
             axes.plot(grid, probs, color="tab:green", alpha=0.25, linewidth=0.8)
@@ -46,7 +49,8 @@ def loss_figure(epoch_losses: np.ndarray, val_epochs: list[int], val_losses: lis
     """Per-epoch training loss (members' mean, their range shaded) and validation loss."""
     figure = Figure(figsize=(7, 3.6), dpi=100)
     axes = figure.add_subplot()
-    stride = max(1, -(-epoch_losses.shape[0] // LOSS_CURVE_POINTS))  # a 700-pixel plot needs no more
+    # a 700-pixel plot needs no more points than LOSS_CURVE_POINTS
+    stride = max(1, -(-epoch_losses.shape[0] // LOSS_CURVE_POINTS))
     epochs = np.arange(1, epoch_losses.shape[0] + 1)[::stride]
     losses = epoch_losses[::stride]
     axes.plot(epochs, losses.mean(axis=1), label="train loss")

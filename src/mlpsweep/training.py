@@ -26,7 +26,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mlpsweep.callbacks import (
     FitPictureLogger,
@@ -35,15 +35,10 @@ from mlpsweep.callbacks import (
     RunProgress,
     ValidateLastEpoch,
 )
-from mlpsweep.config import METRICS, to_yaml
+from mlpsweep.config import METRICS, hyperparameter_keys, searched_keys, to_yaml
 from mlpsweep.data import PiecewiseDataModule
 from mlpsweep.model import MLP
 from mlpsweep.plots import loss_figure, save_png
-
-HPARAM_KEYS = (
-    "model.hidden", "model.layers", "model.lr", "model.ensemble", "data.batch_size",
-    "data.normalize", "data.shuffle", "trainer.max_epochs", "seed",
-)
 
 
 @dataclass
@@ -85,7 +80,8 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in (
         ".*smaller than the logging interval.*",  # one step per epoch, and nothing logged per step
-        ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*",  # Lightning 2.6's pytree helper on torch 2.13
+        # Lightning 2.6's pytree helper on torch 2.13
+        ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*",
     ):
         warnings.filterwarnings("ignore", message=pattern)
 
@@ -104,32 +100,34 @@ def new_run_dir(base: Path) -> Path:
 
 
 def build(cfg: DictConfig) -> tuple[PiecewiseDataModule, MLP]:
-    """The data module and the model a config describes (seeded, so reproducible)."""
+    """The data module and the model a config describes (seeded, so reproducible).
+
+    Every `data.*` and `model.*` key goes through by name: the yaml holds the defaults, the
+    schema the types, and the classes take them all as required keywords.
+    """
     pl.seed_everything(cfg.seed, workers=False, verbose=False)
-    datamodule = PiecewiseDataModule(
-        batch_size=cfg.data.batch_size,
-        shuffle=cfg.data.shuffle,
-        normalize=cfg.data.normalize,
-        val_points=cfg.data.val_points,
-        seed=cfg.seed,
-    )
-    model = MLP(
-        hidden=cfg.model.hidden,
-        layers=cfg.model.layers,
-        lr=cfg.model.lr,
-        ensemble=cfg.model.ensemble,
-        fused_adam=cfg.model.fused_adam,
-        x_shift=datamodule.standardizer.shift,
-        x_scale=datamodule.standardizer.scale,
-    )
+    datamodule = PiecewiseDataModule(**cfg.data, seed=cfg.seed)
+    standardizer = datamodule.standardizer
+    model = MLP(**cfg.model, x_shift=standardizer.shift, x_scale=standardizer.scale)
     return datamodule, model
 
 
-def hparams_of(cfg: DictConfig) -> dict[str, Any]:
-    """The hyperparameters shown in TensorBoard's HParams tab, flat and typed."""
-    from omegaconf import OmegaConf
+def hparams_of(cfg: DictConfig, extra_keys: Sequence[str] = ()) -> dict[str, Any]:
+    """The hyperparameters shown in TensorBoard's HParams tab, flat and typed.
 
-    return {key: OmegaConf.select(cfg, key) for key in HPARAM_KEYS}
+    The schema's hyperparameters (`config.hyperparameter_keys`), then `extra_keys` (a sweep's
+    searched keys, so whatever it searches is shown even if the schema calls it run-only).
+    Booleans become "true"/"false": torch's `hparams` tests for numbers before booleans, so a
+    bool would be shown as 0.0000 or 1.0000. An unset key (null) is left out by torch.
+    """
+    keys = dict.fromkeys([*hyperparameter_keys(), *extra_keys])
+    return {key: _hparam_value(OmegaConf.select(cfg, key)) for key in keys}
+
+
+def _hparam_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
 
 
 def train(
@@ -150,9 +148,11 @@ def train(
     logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="", default_hp_metric=False)
     callbacks: list[pl.Callback] = [
         LossCurveLogger(cfg.logger.flush_every),
-        fit_pictures := FitPictureLogger(datamodule, cfg.logger.image_every, architecture_label(cfg)),
+        fit_pictures := FitPictureLogger(
+            datamodule, cfg.logger.image_every, architecture_label(cfg)
+        ),
         ValidateLastEpoch(),
-        HParamsLogger(hparams_of(cfg)),
+        HParamsLogger(hparams_of(cfg, searched_keys(cfg))),
         *extra_callbacks,
     ]
     if cfg.trainer.stop_at_val_acc is not None:
@@ -232,7 +232,11 @@ def run_result(model: MLP, run_dir: Path, duration_s: float) -> RunResult:
         epochs=model.epochs_trained,
         parameter_count=model.parameter_count,
         duration_s=round(duration_s, 3),
-        metrics={key: MemberSummary.of(model.member_metrics[key]) for key in METRICS if key in model.member_metrics},
+        metrics={
+            key: MemberSummary.of(model.member_metrics[key])
+            for key in METRICS
+            if key in model.member_metrics
+        },
     )
 
 
@@ -240,13 +244,16 @@ def architecture_label(cfg: DictConfig) -> str:
     return f"{cfg.model.layers} x {cfg.model.hidden} sigmoid, K={cfg.model.ensemble}"
 
 
-def finish(cfg: DictConfig, trainer: pl.Trainer, final_fit: Figure | None, model: MLP, result: RunResult) -> None:
+def finish(
+    cfg: DictConfig, trainer: pl.Trainer, final_fit: Figure | None, model: MLP, result: RunResult
+) -> None:
     """Pictures, checkpoint and metrics.json (TensorBoard's part was written during fit)."""
     if cfg.logger.pictures:
         if final_fit is not None:
             save_png(final_fit, result.run_dir / "fit.png")
         epochs, val_losses = zip(*model.val_history, strict=True) if model.val_history else ((), ())
-        figure = loss_figure(model.epoch_losses[: result.epochs].numpy(), list(epochs), list(val_losses))
+        train_losses = model.epoch_losses[: result.epochs].numpy()
+        figure = loss_figure(train_losses, list(epochs), list(val_losses))
         save_png(figure, result.run_dir / "loss.png")
     if cfg.trainer.checkpoint:
         trainer.save_checkpoint(result.run_dir / "checkpoints" / "last.ckpt")
@@ -270,5 +277,6 @@ def closing_line(result: RunResult) -> str:
         spread = f" [{summary.min:.3f}..{summary.max:.3f}]" if len(summary.members) > 1 else ""
         return f"{key} {summary.mean:.4f}{spread}"
 
-    shown = ", ".join(fmt(key) for key in ("val/acc", "train/acc", "val/loss", "train/loss"))
-    return f"{result.status}: {shown}; {result.epochs} epochs in {result.duration_s:.1f}s -> {result.run_dir}"
+    shown = ", ".join(fmt(key) for key in METRICS)
+    took = f"{result.epochs} epochs in {result.duration_s:.1f}s"
+    return f"{result.status}: {shown}; {took} -> {result.run_dir}"

@@ -12,7 +12,6 @@ import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -24,9 +23,13 @@ import optuna  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from mlpsweep.plots import save_png  # noqa: E402
-
-if TYPE_CHECKING:
-    from mlpsweep.report import Report
+from mlpsweep.summary.answer import ANSWER_METRIC, fitting_candidates  # noqa: E402
+from mlpsweep.summary.study_stats import (  # noqa: E402
+    importance_evaluator,
+    importance_target,
+    primary_target,
+)
+from mlpsweep.summary.study_summary import StudySummary  # noqa: E402
 
 FIGSIZE = (8.0, 5.0)
 DPI = 100
@@ -40,19 +43,21 @@ PICTURES = {
 }
 
 
-def draw_all(report: Report, study: optuna.Study, plots_dir: Path) -> tuple[dict[str, Path], dict[str, str]]:
+def draw_all(
+    summary: StudySummary, study: optuna.Study, plots_dir: Path
+) -> tuple[dict[str, Path], dict[str, str]]:
     """Every picture that applies; returns {title: path} drawn and {title: reason} skipped.
 
     A picture that no longer applies is removed, so the folder never shows a stale one.
     """
     plots_dir.mkdir(parents=True, exist_ok=True)
     drawers: dict[str, Callable[[], Figure | Path | str]] = {
-        "best_fit": lambda: best_fit(report, plots_dir / "best_fit.png"),
-        "architecture": lambda: architecture_figure(report),
-        "size_vs_accuracy": lambda: size_figure(report),
-        "history": lambda: history_figure(report, study),
-        "importances": lambda: importances_figure(report, study),
-        "pareto": lambda: pareto_figure(report, study),
+        "best_fit": lambda: best_fit(summary, plots_dir / "best_fit.png"),
+        "architecture": lambda: architecture_figure(summary),
+        "size_vs_accuracy": lambda: size_figure(summary),
+        "history": lambda: history_figure(summary, study),
+        "importances": lambda: importances_figure(summary, study),
+        "pareto": lambda: pareto_figure(summary, study),
     }
     drawn: dict[str, Path] = {}
     skipped: dict[str, str] = {}
@@ -73,9 +78,9 @@ def draw_all(report: Report, study: optuna.Study, plots_dir: Path) -> tuple[dict
     return drawn, skipped
 
 
-def best_fit(report: Report, target: Path) -> Path | str:
+def best_fit(summary: StudySummary, target: Path) -> Path | str:
     """The best trial's own fit.png: the data points and every member's curve."""
-    best = report.best
+    best = summary.best
     if best is None:
         return "no trial has completed yet"
     source = best.folder / "fit.png" if best.folder else None
@@ -90,68 +95,78 @@ def _figure() -> tuple[Figure, plt.Axes]:
     return figure, figure.add_subplot()
 
 
-def architecture_figure(report: Report) -> Figure | str:
+def architecture_figure(summary: StudySummary) -> Figure | str:
     """Hidden units (log axis) x layers, coloured by the members' mean val/acc.
 
     Complete trials are filled circles (a thick black ring: every member reached the
     threshold); pruned trials are hollow squares at the accuracy they had when stopped.
     """
-    from mlpsweep.report import ANSWER_METRIC
-
     rows = [
-        r for r in report.rows
-        if r.state in ("complete", "pruned") and "model.hidden" in r.params and "model.layers" in r.params
-        and r.metric(ANSWER_METRIC) is not None
+        row for row in summary.rows
+        if row.state in ("complete", "pruned")
+        and "model.hidden" in row.params and "model.layers" in row.params
+        and row.metric(ANSWER_METRIC) is not None
     ]
     if not rows:
         return "needs trials with model.hidden and model.layers searched and a val/acc"
-    values = [r.metric(ANSWER_METRIC) or 0.0 for r in rows]
+    values = [row.metric(ANSWER_METRIC) or 0.0 for row in rows]
     norm = matplotlib.colors.Normalize(vmin=min(values), vmax=max(max(values), min(values) + 1e-6))
     cmap = matplotlib.colormaps["viridis"]
-    fits = {c.row.number for c in _fitting(report)}
+    threshold = summary.answer.threshold
+    fits = {candidate.row.number for candidate in fitting_candidates(summary.rows, threshold)}
     figure, axes = _figure()
-    order = sorted(range(len(rows)), key=lambda i: (rows[i].params["model.layers"], rows[i].params["model.hidden"]))
-    above = {index: rank % 2 == 0 for rank, index in enumerate(order)}  # neighbours label above, then below
+    order = sorted(
+        range(len(rows)),
+        key=lambda index: (rows[index].params["model.layers"], rows[index].params["model.hidden"]),
+    )
+    above = {index: rank % 2 == 0 for rank, index in enumerate(order)}  # labels alternate
     for index, (row, value) in enumerate(zip(rows, values, strict=True)):
-        x, y = row.params["model.hidden"], row.params["model.layers"]
+        hidden, layers = row.params["model.hidden"], row.params["model.layers"]
+        colour = cmap(norm(value))
         if row.state == "complete":
             ring = 2.5 if row.number in fits else 0.6
-            axes.scatter(x, y, s=260, color=cmap(norm(value)), edgecolors="black", linewidths=ring, zorder=3)
+            axes.scatter(
+                hidden, layers, s=260, color=colour, edgecolors="black", linewidths=ring, zorder=3
+            )
         else:
-            axes.scatter(x, y, s=200, marker="s", facecolors="none", edgecolors=cmap(norm(value)), linewidths=2, zorder=2)
+            axes.scatter(
+                hidden, layers, s=200, marker="s", facecolors="none", edgecolors=colour,
+                linewidths=2, zorder=2,
+            )
         offset, align = ((0, 11), "bottom") if above[index] else ((0, -11), "top")
-        axes.annotate(f"{value:.3f}", (x, y), textcoords="offset points", xytext=offset, ha="center", va=align, fontsize=7)
-    figure.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, label=f"{ANSWER_METRIC} (members' mean)")
+        axes.annotate(
+            f"{value:.3f}", (hidden, layers), textcoords="offset points", xytext=offset,
+            ha="center", va=align, fontsize=7,
+        )
+    figure.colorbar(
+        matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes,
+        label=f"{ANSWER_METRIC} (members' mean)",
+    )
     axes.set_xscale("log", base=2)
-    axes.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    layers = sorted({r.params["model.layers"] for r in rows})
-    axes.set_yticks(layers)
-    axes.set_ylim(min(layers) - 0.6, max(layers) + 0.6)
+    axes.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda tick, _: f"{tick:g}"))
+    layer_counts = sorted({row.params["model.layers"] for row in rows})
+    axes.set_yticks(layer_counts)
+    axes.set_ylim(min(layer_counts) - 0.6, max(layer_counts) + 0.6)
     axes.set(
-        xlabel="hidden units per layer (model.hidden, log scale)", ylabel="hidden layers (model.layers)",
+        xlabel="hidden units per layer (model.hidden, log scale)",
+        ylabel="hidden layers (model.layers)",
         title=f"{ANSWER_METRIC} by architecture: circles complete (thick ring: all members >= "
-        f"{report.answer.threshold:g}), squares pruned",
+        f"{threshold:g}), squares pruned",
     )
     axes.title.set_fontsize(9)
     figure.tight_layout()
     return figure
 
 
-def _fitting(report: Report) -> list:
-    from mlpsweep.report import judge
-
-    candidates, _ = judge(report.rows, report.answer.threshold)
-    return [c for c in candidates if c.fits]
-
-
-def size_figure(report: Report) -> Figure | str:
+def size_figure(summary: StudySummary) -> Figure | str:
     """Each complete trial's members' val/acc against its parameter count, with the threshold.
 
     This is the answer's evidence: the leftmost column whose dots all clear the line.
     """
-    from mlpsweep.report import ANSWER_METRIC
-
-    rows = [r for r in report.rows if r.state == "complete" and r.members.get(ANSWER_METRIC) and r.parameter_count]
+    rows = [
+        row for row in summary.rows
+        if row.state == "complete" and row.members.get(ANSWER_METRIC) and row.parameter_count
+    ]
     if not rows:
         return "needs complete trials with their folders' metrics.json (per-member values)"
     figure, axes = _figure()
@@ -159,11 +174,17 @@ def size_figure(report: Report) -> Figure | str:
         members = np.asarray(row.members[ANSWER_METRIC])
         size = np.full(members.shape, row.parameter_count)
         axes.scatter(size, members, s=12, color="tab:blue", alpha=0.5, zorder=2)
-        axes.scatter([row.parameter_count], [members.mean()], s=50, marker="_", color="black", zorder=3)
-    axes.axhline(report.answer.threshold, color="tab:red", linestyle="--", label=f"threshold {report.answer.threshold:g}")
-    winner = report.answer.winner
+        axes.scatter(
+            [row.parameter_count], [members.mean()], s=50, marker="_", color="black", zorder=3
+        )
+    threshold = summary.answer.threshold
+    axes.axhline(threshold, color="tab:red", linestyle="--", label=f"threshold {threshold:g}")
+    winner = summary.answer.winner
     if winner is not None:
-        axes.axvline(winner.size, color="tab:green", linestyle=":", label=f"smallest that fits: {winner.size} params")
+        axes.axvline(
+            winner.size, color="tab:green", linestyle=":",
+            label=f"smallest that fits: {winner.size} params",
+        )
     axes.set_xscale("log")
     axes.set(
         xlabel="parameters per member (log scale)", ylabel=f"{ANSWER_METRIC} per member",
@@ -182,38 +203,35 @@ def _optuna_figure(axes: plt.Axes) -> Figure:
     return figure
 
 
-def history_figure(report: Report, study: optuna.Study) -> Figure | str:
+def history_figure(summary: StudySummary, study: optuna.Study) -> Figure | str:
     """Optuna's optimisation history of the first objective."""
-    from mlpsweep.report import primary_target
-
-    if not report.counts["complete"]:
+    if not summary.counts["complete"]:
         return "no trial has completed yet"
     axes = optuna.visualization.matplotlib.plot_optimization_history(
-        study, target=primary_target(study), target_name=report.objectives[0].metric
+        study, target=primary_target(study), target_name=summary.objectives[0].metric
     )
     return _optuna_figure(axes)
 
 
-def importances_figure(report: Report, study: optuna.Study) -> Figure | str:
+def importances_figure(summary: StudySummary, study: optuna.Study) -> Figure | str:
     """Optuna's importance bars, with the same seeded evaluator as the summary's table."""
-    from mlpsweep.report import importance_evaluator, importance_target
-
-    if report.importances.values is None:
-        return report.importances.reason
+    if summary.importances.values is None:
+        return summary.importances.reason
     axes = optuna.visualization.matplotlib.plot_param_importances(
-        study, evaluator=importance_evaluator(), target=importance_target(study), target_name=report.importances.target_name
+        study, evaluator=importance_evaluator(), target=importance_target(study),
+        target_name=summary.importances.target_name,
     )
     return _optuna_figure(axes)
 
 
-def pareto_figure(report: Report, study: optuna.Study) -> Figure | str:
+def pareto_figure(summary: StudySummary, study: optuna.Study) -> Figure | str:
     """Optuna's Pareto-front plot, for a multi-objective study only ('' = not applicable)."""
-    if not report.multi_objective:
+    if not summary.multi_objective:
         return ""
-    if not report.counts["complete"]:
+    if not summary.counts["complete"]:
         return "no trial has completed yet"
     axes = optuna.visualization.matplotlib.plot_pareto_front(
-        study, target_names=[o.metric for o in report.objectives]
+        study, target_names=[objective.metric for objective in summary.objectives]
     )
     return _optuna_figure(axes)
 
@@ -226,7 +244,7 @@ def png_to_rgb(path: Path) -> np.ndarray:
     return image[..., :3] if image.ndim == 3 else np.stack([image] * 3, axis=-1)
 
 
-def log_to_tensorboard(report: Report, summary_text: str, logdir: Path) -> None:
+def log_to_tensorboard(summary: StudySummary, summary_text: str, logdir: Path) -> None:
     """The summary (markdown) and every picture, in the study's TensorBoard logdir.
 
     Earlier summaries' event files are replaced, so TensorBoard shows the latest one,
@@ -237,14 +255,19 @@ def log_to_tensorboard(report: Report, summary_text: str, logdir: Path) -> None:
     logdir.mkdir(parents=True, exist_ok=True)
     for old in logdir.glob("events.out.tfevents.*"):
         old.unlink()
-    counts = report.counts
+    counts = summary.counts
     step = counts["complete"] + counts["pruned"] + counts["failed"]
     writer = SummaryWriter(log_dir=str(logdir))
     try:
         writer.add_text("study/summary", summary_text, global_step=step)
-        for path in report.pictures.values():
-            writer.add_image(f"study/{path.stem}", png_to_rgb(path), global_step=step, dataformats="HWC")
-        if report.best is not None and report.best.values:
-            writer.add_scalar(f"study/best_{report.objectives[0].metric}", report.best.values[0], global_step=step)
+        for path in summary.pictures.values():
+            writer.add_image(
+                f"study/{path.stem}", png_to_rgb(path), global_step=step, dataformats="HWC"
+            )
+        if summary.best is not None and summary.best.values:
+            writer.add_scalar(
+                f"study/best_{summary.objectives[0].metric}", summary.best.values[0],
+                global_step=step,
+            )
     finally:
         writer.close()

@@ -29,11 +29,11 @@ import pytest
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState
 
-from mlpsweep import report as report_module
 from mlpsweep.config import compose
-from mlpsweep.report import ReportError, TrialRow, summarize_study, threshold_answer
 from mlpsweep.storage import mask_url, scrub
+from mlpsweep.summary import SummaryError, TrialRow, study_source, summarize_study, threshold_answer
 from mlpsweep.sweep import launch, parse_settings, write_study_pointer
+from mlpsweep.sweep.optuna_private import study_storage, trial_id
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FAST = ("trainer.max_epochs=100", "trainer.val_every=50", "logger.image_every=0", "quiet=true", "sweep.workers=1")
@@ -237,7 +237,7 @@ def build_mixed_study(folder: Path, run_dir: Path, fail_reason: str = "NonFinite
     study.add_trial(optuna.create_trial(params={"model.hidden": 9, "model.layers": 2}, distributions=SPACE,
                                         state=TrialState.FAIL, user_attrs={"fail_reason": "worker died"}))
     running = study.ask(SPACE)
-    study._storage.set_trial_system_attr(running._trial_id, "retry_history", [3])
+    study_storage(study).set_trial_system_attr(trial_id(running), "retry_history", [3])
     return study
 
 
@@ -289,7 +289,8 @@ def test_password_never_printed_or_written(tmp_path: Path, run_folder: Path, mon
     assert err.count("\n") == 1 and err.startswith("error: ") and "--storage" in err and "MLPSWEEP_STORAGE" in err
 
     opened: list[str] = []
-    monkeypatch.setattr(report_module, "open_storage", lambda url: opened.append(url) or optuna.storages.RDBStorage(sqlite_url))
+    monkeypatch.setattr(study_source, "open_readonly_storage",
+                        lambda url: opened.append(url) or optuna.storages.RDBStorage(sqlite_url))
     assert summarize_script.main([str(folder), "--storage", SECRET_URL]) == 0
     monkeypatch.setenv("MLPSWEEP_STORAGE", SECRET_URL)
     assert summarize_script.main([str(folder)]) == 0
@@ -351,10 +352,10 @@ def test_latest_sweep_is_the_default(tmp_path: Path) -> None:
         (sweeps / name).mkdir(parents=True)
         (sweeps / name / "study.json").write_text("{}")
     os.utime(sweeps / "older" / "study.json", (time.time() - 60, time.time() - 60))
-    assert report_module.find_study_folder(None, sweeps) == sweeps / "newer"
-    assert report_module.find_study_folder("older", sweeps) == sweeps / "older"
-    with pytest.raises(ReportError, match="not a study folder"):
-        report_module.find_study_folder(str(tmp_path), sweeps)
+    assert study_source.find_study_folder(None, sweeps) == sweeps / "newer"
+    assert study_source.find_study_folder("older", sweeps) == sweeps / "older"
+    with pytest.raises(SummaryError, match="not a study folder"):
+        study_source.find_study_folder(str(tmp_path), sweeps)
 
 
 # ---- multi-objective -----------------------------------------------------------------
@@ -439,7 +440,7 @@ def test_dashboard_serves_the_study_on_localhost(real) -> None:
 
 
 def test_importances_state_why_they_are_missing(tmp_path: Path) -> None:
-    from mlpsweep.report import param_importances
+    from mlpsweep.summary import param_importances
     from mlpsweep.sweep import Objective
 
     objectives = (Objective("val/acc", "maximize"),)
@@ -450,3 +451,18 @@ def test_importances_state_why_they_are_missing(tmp_path: Path) -> None:
                                             value=value))
     single = param_importances(study, objectives)
     assert single.values is None and "only one parameter was searched (model.hidden)" in single.reason
+
+
+def test_the_summary_never_imports_the_sweep_launcher() -> None:
+    """The summary reads a study anywhere (another machine, no fcntl): it shares only the
+    sweep's settings and trial-state vocabulary, never the launcher or the worker."""
+    probe = (  # fcntl itself is loaded by the standard library's subprocess, under Optuna
+        "import sys, mlpsweep.summary; "
+        "ours = [name for name in sys.modules if name.startswith('mlpsweep')]; "
+        "print(sorted(name for name in ours if 'fcntl' in vars(sys.modules[name]) "
+        "or name in ('mlpsweep.sweep.launcher', 'mlpsweep.sweep.worker', 'mlpsweep.sweep.trial')))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

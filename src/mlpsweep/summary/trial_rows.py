@@ -1,0 +1,113 @@
+"""One row per trial: what the storage knows, plus the per-member values of its folder.
+
+The storage holds each trial's means (copied there by the worker); the ensemble members'
+individual values, which the answer judges, are only in the trial folder's metrics.json.
+A folder on another machine leaves those empty rather than failing the summary.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from mlpsweep.sweep.settings import PARAMETER_COUNT
+from mlpsweep.sweep.trial_states import retried_numbers, state_name
+
+ARCHITECTURE_KEYS = ("model.hidden", "model.layers")
+
+
+@dataclass
+class TrialRow:
+    """One trial as the summary sees it: storage fields plus its folder's per-member values."""
+
+    number: int
+    state: str
+    params: dict[str, Any]
+    values: list[float] | None
+    metrics: dict[str, dict[str, float]]
+    members: dict[str, list[float]]
+    epochs: int | None
+    duration_s: float | None
+    parameter_count: int | None
+    fail_reason: str
+    reproduce: str
+    host: str
+    started: datetime | None
+    completed: datetime | None
+    folder: Path | None
+
+    def metric(self, key: str, stat: str = "mean") -> float | None:
+        value = self.metrics.get(key, {}).get(stat)
+        return float(value) if value is not None else None
+
+    def architecture(self) -> tuple[tuple[str, Any], ...]:
+        """The architecture's identity: hidden x layers when searched, else all searched
+        params."""
+        keys = [key for key in ARCHITECTURE_KEYS if key in self.params] or sorted(self.params)
+        return tuple((key, self.params[key]) for key in keys)
+
+
+def trial_folder(study_folder: Path, trial: FrozenTrial) -> Path | None:
+    """`trials/<n>/` beside the storage, else the absolute run_dir the worker recorded."""
+    local = study_folder / "trials" / str(trial.number)
+    if local.is_dir():
+        return local
+    recorded = trial.user_attrs.get("run_dir")
+    return Path(recorded) if recorded and Path(recorded).is_dir() else None
+
+
+def read_run_metrics(folder: Path | None) -> dict[str, Any]:
+    """metrics.json of a trial folder ({} while the trial runs, or if the folder is
+    elsewhere)."""
+    if folder is None or not (folder / "metrics.json").is_file():
+        return {}
+    try:
+        data = json.loads((folder / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def collect_rows(study: optuna.Study, study_folder: Path) -> list[TrialRow]:
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    return [_row(trial, study_folder, retried) for trial in trials]
+
+
+def _row(trial: FrozenTrial, study_folder: Path, retried: set[int]) -> TrialRow:
+    attrs = trial.user_attrs
+    folder = trial_folder(study_folder, trial)
+    run = read_run_metrics(folder)
+    run_metrics = run.get("metrics", {}) if isinstance(run.get("metrics"), dict) else {}
+    metrics = attrs.get("metrics") or {
+        key: {stat: value for stat, value in summary.items() if stat != "members"}
+        for key, summary in run_metrics.items()
+    }
+    members = {
+        key: list(summary["members"])
+        for key, summary in run_metrics.items()
+        if isinstance(summary, dict) and summary.get("members")
+    }
+    return TrialRow(
+        number=trial.number,
+        state=state_name(trial, retried),
+        params=dict(trial.params),
+        values=list(trial.values) if trial.values is not None else None,
+        metrics=metrics,
+        members=members,
+        epochs=attrs.get("epochs", run.get("epochs")),
+        duration_s=attrs.get("duration_s", run.get("duration_s")),
+        parameter_count=attrs.get(PARAMETER_COUNT, run.get(PARAMETER_COUNT)),
+        fail_reason=str(attrs.get("fail_reason", "")),
+        reproduce=str(attrs.get("reproduce", "")),
+        host=str(attrs.get("host", "")),
+        started=trial.datetime_start,
+        completed=trial.datetime_complete,
+        folder=folder,
+    )

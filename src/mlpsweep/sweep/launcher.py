@@ -1,0 +1,210 @@
+"""`python src/sweep.py`: check everything, create the study, run the workers, report the best.
+
+The launcher creates the study once (so workers never race to create it), writes
+`study.json` (how the summary finds the storage, password masked), then either runs the
+one worker in this process or spawns `sweep.workers` processes and only watches the
+study, drawing one progress bar. At the end it writes `best.yaml` and prints how to
+reproduce the best trial.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import optuna
+from omegaconf import DictConfig
+from optuna.trial import FrozenTrial, TrialState
+
+from mlpsweep.config import ConfigError
+from mlpsweep.sweep.optuna_setup import load_or_create_study, open_sweep_storage, worker_study
+from mlpsweep.sweep.settings import SweepSettings, parse_settings
+from mlpsweep.sweep.trial_config import training_overrides
+from mlpsweep.sweep.trial_states import state_counts
+from mlpsweep.sweep.worker import run_trials, worker_process_main
+
+
+class SweepProgress:
+    """One bar over the study's trials: finished, pruned, failed, and the best so far."""
+
+    def __init__(self, settings: SweepSettings, enabled: bool) -> None:
+        from tqdm import tqdm
+
+        self.settings = settings
+        self.bar = tqdm(
+            total=settings.n_trials,
+            desc=f"sweep {settings.study_name}",
+            unit="trial",
+            file=sys.stderr,
+            disable=not enabled,
+            dynamic_ncols=True,
+        )
+
+    def refresh(self, study: optuna.Study) -> None:
+        trials = study.get_trials(deepcopy=False)  # one read of the storage per refresh
+        counts = state_counts(trials)
+        finished = counts["complete"] + counts["pruned"] + counts["failed"]
+        self.bar.n = min(finished, self.settings.n_trials)
+        postfix = {
+            "done": counts["complete"], "pruned": counts["pruned"], "failed": counts["failed"]
+        }
+        best = best_value_text(trials, self.settings)
+        if best:
+            postfix["best"] = best
+        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def best_value_text(trials: Sequence[FrozenTrial], settings: SweepSettings) -> str:
+    """The first objective's best value among complete trials, for the progress bar."""
+    values = [trial.values[0] for trial in trials if trial.state == TrialState.COMPLETE]
+    if not values:
+        return ""
+    first = settings.objectives[0]
+    best = max(values) if first.direction == "maximize" else min(values)
+    return f"{first.metric} {best:.4f}"
+
+
+def launch(cfg: DictConfig, overrides: Sequence[str]) -> int:
+    """Check everything, create the study once, run the workers, then report the best."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    settings = parse_settings(cfg)
+    _reject_fixed_search_keys(settings, overrides)
+    storage = open_sweep_storage(settings)
+    study = load_or_create_study(settings, storage)
+    first_worker = worker_study(settings, storage, 0)  # a sampler or pruner error shows now
+    settings.study_dir.mkdir(parents=True, exist_ok=True)
+    write_study_pointer(settings)
+    progress = SweepProgress(settings, enabled=not cfg.quiet)
+    progress.refresh(study)
+    try:
+        if settings.workers == 1:
+            run_trials(
+                first_worker, settings, storage, training_overrides(overrides),
+                on_trial_end=progress.refresh,
+            )
+        else:
+            run_worker_processes(settings, overrides, study, progress)
+    finally:
+        progress.refresh(study)
+        progress.close()
+    return report_best(study, settings)
+
+
+def write_study_pointer(settings: SweepSettings) -> None:
+    """`study.json`: how `make summary` finds this study's storage (password masked)."""
+    pointer = {
+        "study_name": settings.study_name,
+        "storage": settings.storage_display,
+        "storage_has_password": settings.storage_display != settings.storage_url,
+        "objectives": [
+            {"metric": objective.metric, "direction": objective.direction}
+            for objective in settings.objectives
+        ],
+        "n_trials": settings.n_trials,
+        "space": [spec.path for spec in settings.space],
+    }
+    (settings.study_dir / "study.json").write_text(json.dumps(pointer, indent=2) + "\n")
+
+
+def _reject_fixed_search_keys(settings: SweepSettings, overrides: Sequence[str]) -> None:
+    fixed = {override.split("=", 1)[0].lstrip("+~") for override in overrides if "=" in override}
+    for spec in settings.space:
+        if spec.path in fixed:
+            raise ConfigError(
+                f"{spec.path}: is searched (sweep.space) and cannot also be set on the command line"
+            )
+
+
+def run_worker_processes(
+    settings: SweepSettings, overrides: Sequence[str], study: optuna.Study, progress: SweepProgress
+) -> None:
+    """N worker processes on the same storage; this process only watches the study."""
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(
+            target=worker_process_main, args=(list(overrides), index), name=f"worker-{index}"
+        )
+        for index in range(settings.workers)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        while any(process.is_alive() for process in processes):
+            for process in processes:
+                process.join(timeout=1.0 / len(processes))
+            progress.refresh(study)
+    except KeyboardInterrupt:
+        for process in processes:
+            process.join(timeout=30)
+        raise
+    failed = [process.name for process in processes if process.exitcode not in (0, None)]
+    if failed:
+        print(
+            f"warning: {', '.join(failed)} ended with an error; re-run the command to resume",
+            file=sys.stderr,
+        )
+
+
+def report_best(study: optuna.Study, settings: SweepSettings) -> int:
+    """Write best.yaml, print the Pareto front (if any) and the reproduce line;
+    exit 1 if nothing completed."""
+    trials = study.get_trials(deepcopy=False)
+    counts = state_counts(trials)
+    print(
+        f"study {settings.study_name} ({settings.storage_display}): {counts['complete']} complete, "
+        f"{counts['pruned']} pruned, {counts['failed']} failed of "
+        f"sweep.n_trials={settings.n_trials}"
+    )
+    if not counts["complete"]:
+        print(
+            "error: no trial completed; see the trials' fail_reason (make summary)",
+            file=sys.stderr,
+        )
+        return 1
+    front = study.best_trials if settings.multi_objective else [study.best_trial]
+    sign = 1 if settings.objectives[0].direction == "maximize" else -1
+    best = max(front, key=lambda trial: sign * trial.values[0])  # on a front: best first objective
+    write_best_yaml(best, settings)
+    if settings.multi_objective:
+        print("Pareto front:")
+        for trial in sorted(front, key=lambda trial: trial.values[1:]):
+            print(f"  trial {trial.number}: {_values_text(trial, settings)}  {_params_text(trial)}")
+    print(f"best trial {best.number}: {_values_text(best, settings)}  {_params_text(best)}")
+    print(f"reproduce: {best.user_attrs.get('reproduce', '?')}")
+    print(f"best config: {settings.study_dir / 'best.yaml'}")
+    print(
+        "the full summary (which network fits, how sure): "
+        f"make summary STUDY={settings.study_dir}"
+    )
+    return 0
+
+
+def _values_text(trial: FrozenTrial, settings: SweepSettings) -> str:
+    pairs = zip(settings.objectives, trial.values, strict=True)
+    return ", ".join(f"{objective.metric} {value:.4g}" for objective, value in pairs)
+
+
+def _params_text(trial: FrozenTrial) -> str:
+    return " ".join(f"{key}={value}" for key, value in trial.params.items())
+
+
+def write_best_yaml(trial: FrozenTrial, settings: SweepSettings) -> None:
+    """The best trial's full resolved config (its run's config.yaml), written atomically."""
+    source = Path(trial.user_attrs.get("run_dir", "")) / "config.yaml"
+    target = settings.study_dir / "best.yaml"
+    header = (
+        f"# best trial {trial.number} of study {settings.study_name}\n"
+        f"# reproduce: {trial.user_attrs.get('reproduce', '?')}\n"
+    )
+    body = source.read_text() if source.exists() else "# (trial folder not on this machine)\n"
+    partial = target.with_suffix(".yaml.tmp")
+    partial.write_text(header + body)
+    os.replace(partial, target)

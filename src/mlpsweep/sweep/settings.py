@@ -1,0 +1,299 @@
+"""`conf/sweep/*.yaml` checked and turned into `SweepSettings`, before any study is touched.
+
+Like `config.TrainSchema` for the training keys, `SweepSchema` fixes each sweep key's type
+(a string where an integer belongs fails naming the key) and `RANGE_CHECKS` each key's
+values; `parse_settings` then keeps only what spans several keys (the grace period against
+the heartbeat) and the two nested lists a schema cannot type: the objectives and the
+search space, whose leaves are plain training-config paths. Every problem is one
+`ConfigError` line: key, value, what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from mlpsweep.config import METRICS, ConfigError
+from mlpsweep.storage import mask_url
+
+if TYPE_CHECKING:
+    import optuna
+
+PARAMETER_COUNT = "parameter_count"
+OBJECTIVE_METRICS = (*METRICS, PARAMETER_COUNT)
+NOT_REPRODUCED = ("sweep", "output_dir", "quiet")  # top-level keys that do not shape training
+SAMPLERS = {
+    "tpe": "TPESampler",
+    "random": "RandomSampler",
+    "nsgaii": "NSGAIISampler",
+    "qmc": "QMCSampler",
+    "gp": "GPSampler",
+    "cmaes": "CmaEsSampler",
+}
+PRUNERS = {
+    "median": "MedianPruner",
+    "percentile": "PercentilePruner",
+    "successive_halving": "SuccessiveHalvingPruner",
+    "hyperband": "HyperbandPruner",
+    "threshold": "ThresholdPruner",
+    "none": "NopPruner",
+}
+
+
+@dataclass
+class SweepSchema:
+    """The types of `cfg.sweep`; the nested objectives, space, sampler and pruner are checked
+    by `parse_settings` (their keys are the user's: config paths and Optuna arguments)."""
+
+    study_name: str = MISSING
+    storage: Optional[str] = None  # noqa: UP045 (OmegaConf's schema needs typing.Optional)
+    n_trials: int = MISSING
+    workers: int = MISSING
+    output_dir: str = MISSING
+    objectives: Any = None
+    space: Any = None
+    sampler: Any = None
+    pruner: Any = None
+    heartbeat_interval: int = MISSING
+    grace_period: int = MISSING
+    max_retry: int = MISSING
+
+
+Check = tuple[str, Callable[[Any], bool], str]
+
+RANGE_CHECKS: tuple[Check, ...] = (
+    ("study_name", lambda name: bool(name) and "/" not in name, "a non-empty name without '/'"),
+    ("n_trials", lambda count: count >= 1, "an integer >= 1"),
+    ("workers", lambda count: count >= 1, "an integer >= 1"),
+    ("heartbeat_interval", lambda seconds: seconds >= 1, "an integer >= 1"),
+    ("grace_period", lambda seconds: seconds >= 1, "an integer >= 1"),
+    ("max_retry", lambda count: count >= 0, "an integer >= 0"),
+)
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str
+    direction: str
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One search-space entry: a plain config path and its distribution."""
+
+    path: str
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple[Any, ...] = ()
+
+    def suggest(self, trial: optuna.Trial) -> Any:
+        if self.kind == "int":
+            return trial.suggest_int(
+                self.path, int(self.low), int(self.high), step=int(self.step or 1), log=self.log
+            )
+        if self.kind == "float":
+            return trial.suggest_float(
+                self.path, float(self.low), float(self.high), step=self.step, log=self.log
+            )
+        return trial.suggest_categorical(self.path, list(self.choices))
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    study_name: str
+    storage_url: str
+    study_dir: Path
+    n_trials: int
+    workers: int
+    objectives: tuple[Objective, ...]
+    space: tuple[ParamSpec, ...]
+    sampler: dict[str, Any]
+    pruner: dict[str, Any]
+    heartbeat_interval: int
+    grace_period: int
+    max_retry: int
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def storage_display(self) -> str:
+        return mask_url(self.storage_url)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.storage_url.startswith("postgresql")
+
+
+def parse_settings(cfg: DictConfig) -> SweepSettings:
+    """Check `cfg.sweep` and resolve defaults; every problem is one ConfigError line."""
+    if cfg.get("sweep") is None:
+        raise ConfigError("sweep: no sweep config selected (use sweep=default or sweep=pareto)")
+    sweep = typed_sweep(cfg.sweep)
+    study_dir = Path(sweep.output_dir) / sweep.study_name
+    storage = sweep.storage or f"sqlite:///{(study_dir / 'study.db').resolve()}"
+    if sweep.grace_period <= sweep.heartbeat_interval:
+        raise ConfigError(
+            f"sweep.grace_period={sweep.grace_period}: must exceed "
+            f"sweep.heartbeat_interval={sweep.heartbeat_interval}"
+        )
+    _check_storage_url(storage)
+    return SweepSettings(
+        study_name=sweep.study_name,
+        storage_url=storage,
+        study_dir=study_dir,
+        n_trials=sweep.n_trials,
+        workers=sweep.workers,
+        objectives=parse_objectives(sweep.objectives),
+        space=parse_space(cfg, sweep.space),
+        sampler=_plain_dict(sweep.sampler, "sweep.sampler", SAMPLERS),
+        pruner=_plain_dict(sweep.pruner, "sweep.pruner", PRUNERS),
+        heartbeat_interval=sweep.heartbeat_interval,
+        grace_period=sweep.grace_period,
+        max_retry=sweep.max_retry,
+    )
+
+
+def typed_sweep(node: Any) -> Any:
+    """`cfg.sweep` merged into `SweepSchema`: types first, then each key's range.
+
+    Interpolations (`seed: ${seed}`) are resolved first, against the whole config.
+    """
+    resolved = OmegaConf.create(OmegaConf.to_container(node, resolve=True))
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(SweepSchema), resolved)
+    except OmegaConfBaseException as error:
+        key = str(getattr(error, "full_key", "") or "?")
+        if isinstance(error, ConfigKeyError):
+            raise ConfigError(_unknown_key_message(key)) from error
+        value = OmegaConf.select(node, key, default="?") if key != "?" else "?"
+        raise ConfigError(f"sweep.{key}={value!r}: expected {_expected_type(key)}") from error
+    missing = sorted(OmegaConf.missing_keys(typed))  # a key deleted with `~`
+    if missing:
+        raise ConfigError(f"sweep.{missing[0]} has no value: set it as sweep.{missing[0]}=<value>")
+    for key, allowed, description in RANGE_CHECKS:
+        value = typed[key]
+        if not allowed(value):
+            raise ConfigError(f"sweep.{key}={value!r}: must be {description}")
+    return typed
+
+
+def _expected_type(key: str) -> str:
+    declared = typing.get_type_hints(SweepSchema).get(key)
+    kinds = [kind for kind in typing.get_args(declared) if kind is not type(None)] or [declared]
+    names = {int: "an integer", str: "a string"}
+    return names.get(kinds[0], "a value of the right type")
+
+
+def _unknown_key_message(key: str) -> str:
+    known = [schema_field.name for schema_field in dataclasses.fields(SweepSchema)]
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean sweep.{close[0]}? " if close else ""
+    return (
+        f"unknown key 'sweep.{key}': no such sweep setting; {hint}"
+        "`python src/sweep.py --cfg` lists all keys"
+    )
+
+
+def _check_storage_url(storage: str) -> None:
+    if "://" not in storage or not storage.split("://")[0]:
+        raise ConfigError(
+            f"sweep.storage={mask_url(storage)!r}: expected a database URL such as "
+            "sqlite:///path/study.db or postgresql://user:password@host:5432/db"
+        )
+
+
+def _plain_dict(node: Any, key: str, known: dict[str, str]) -> dict[str, Any]:
+    settings = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else None
+    if not isinstance(settings, dict) or settings.get("name") not in known:
+        name = settings.get("name") if isinstance(settings, dict) else node
+        raise ConfigError(f"{key}.name={name!r}: must be one of {', '.join(known)}")
+    return settings
+
+
+def parse_objectives(node: Any) -> tuple[Objective, ...]:
+    items = OmegaConf.to_container(node, resolve=True) if node is not None else None
+    if not isinstance(items, list) or not items:
+        raise ConfigError("sweep.objectives: must be a non-empty list of {metric, direction}")
+    objectives = []
+    for index, item in enumerate(items):
+        metric = item.get("metric") if isinstance(item, dict) else None
+        direction = item.get("direction") if isinstance(item, dict) else None
+        if metric not in OBJECTIVE_METRICS:
+            raise ConfigError(
+                f"sweep.objectives[{index}].metric={metric!r}: "
+                f"must be one of {', '.join(OBJECTIVE_METRICS)}"
+            )
+        if direction not in ("maximize", "minimize"):
+            raise ConfigError(
+                f"sweep.objectives[{index}].direction={direction!r}: must be maximize or minimize"
+            )
+        objectives.append(Objective(metric, direction))
+    return tuple(objectives)
+
+
+def parse_space(cfg: DictConfig, node: Any) -> tuple[ParamSpec, ...]:
+    """Walk `sweep.space` to its leaves (dicts with a `type`), each a config path."""
+    tree = OmegaConf.to_container(node, resolve=True) if node is not None else None
+    if not isinstance(tree, dict) or not tree:
+        raise ConfigError("sweep.space: must name at least one config key to search")
+    specs = [_leaf_spec(cfg, path, leaf) for path, leaf in _space_leaves(tree, "")]
+    return tuple(specs)
+
+
+def _space_leaves(tree: dict[str, Any], prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f"sweep.space.{path}={value!r}: expected {{type: int|float|categorical, ...}}"
+            )
+        if "type" in value:
+            yield path, value
+        else:
+            yield from _space_leaves(value, f"{path}.")
+
+
+def _leaf_spec(cfg: DictConfig, path: str, leaf: dict[str, Any]) -> ParamSpec:
+    where = f"sweep.space.{path}"
+    is_training_key = OmegaConf.select(cfg, path, default=_MISSING) is not _MISSING
+    if path.split(".")[0] in NOT_REPRODUCED or not is_training_key:
+        raise ConfigError(
+            f"{where}: unknown key '{path}': not a training setting "
+            "(see python src/train.py --cfg)"
+        )
+    kind = leaf["type"]
+    if kind == "categorical":
+        choices = leaf.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise ConfigError(f"{where}.choices={choices!r}: must be a non-empty list")
+        return ParamSpec(path, kind, choices=tuple(choices))
+    if kind not in ("int", "float"):
+        raise ConfigError(f"{where}.type={kind!r}: must be int, float or categorical")
+    low, high, log = leaf.get("low"), leaf.get("high"), bool(leaf.get("log", False))
+    if not isinstance(low, int | float) or not isinstance(high, int | float):
+        raise ConfigError(f"{where}: low={low!r}, high={high!r}: both must be numbers")
+    if kind == "int" and (not float(low).is_integer() or not float(high).is_integer()):
+        raise ConfigError(
+            f"{where}: low={low!r}, high={high!r}: both must be integers for type int"
+        )
+    if low > high:
+        raise ConfigError(f"{where}: low={low} > high={high}: low must not exceed high")
+    if log and low <= 0:
+        raise ConfigError(f"{where}.low={low}: must be > 0 with log: true")
+    return ParamSpec(path, kind, low, high, log, leaf.get("step"))
+
+
+_MISSING = object()

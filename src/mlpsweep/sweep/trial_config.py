@@ -1,0 +1,111 @@
+"""A trial's training config: its overrides, the command that reproduces it, its fingerprint.
+
+Each trial is an ordinary `python src/train.py` run composed by Hydra from the sweep's
+command line plus the sampled parameters, so a trial can be reproduced by hand. Training
+is seeded and deterministic, so a trial whose config equals a complete one (samplers over
+small integer spaces repeat often) reuses that twin's result instead of training again.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import optuna
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import FrozenTrial, TrialState
+
+from mlpsweep.config import compose
+from mlpsweep.sweep.settings import NOT_REPRODUCED
+
+_MISSING = object()
+
+
+def training_overrides(overrides: Sequence[str]) -> list[str]:
+    """The command line minus the sweep's own keys: what every trial's config starts from."""
+    return [override for override in overrides if not override.startswith("sweep.")]
+
+
+def trial_overrides(base_overrides: Sequence[str], params: dict[str, Any]) -> list[str]:
+    sampled = [f"{path}={_override_value(value)}" for path, value in params.items()]
+    return [*base_overrides, *sampled, "quiet=true"]
+
+
+def _override_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+@functools.cache
+def default_training_config() -> dict[str, Any]:
+    """`python src/train.py`'s config, composed once per worker (it never changes in a run)."""
+    defaults = OmegaConf.to_container(compose([]), resolve=True)
+    assert isinstance(defaults, dict)
+    return defaults
+
+
+def reproduce_command(trial_cfg: DictConfig) -> str:
+    """`python src/train.py ...` with every training key that differs from the defaults."""
+    defaults = default_training_config()
+    chosen = OmegaConf.to_container(trial_cfg, resolve=True)
+    assert isinstance(chosen, dict)
+    changed = [
+        f"{path}={_override_value(value)}"
+        for path, value in _flatten(chosen)
+        if path.split(".")[0] not in NOT_REPRODUCED and _lookup(defaults, path) != value
+    ]
+    return " ".join(["python src/train.py", *changed])
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _lookup(tree: dict[str, Any], path: str) -> Any:
+    node: Any = tree
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def config_fingerprint(cfg: DictConfig) -> str:
+    """A hash of everything that shapes training (not where it is written)."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    training = {key: value for key, value in resolved.items() if key not in NOT_REPRODUCED}
+    text = OmegaConf.to_yaml(OmegaConf.create(training))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def completed_twin(study: optuna.Study, fingerprint: str) -> FrozenTrial | None:
+    """A complete trial with the very same training config, if the sampler proposed it again.
+
+    Training is seeded and deterministic (one thread, same seed), so a repeat would only
+    reproduce the twin's numbers: samplers over small integer spaces repeat often.
+    """
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        same_config = trial.user_attrs.get("config_fingerprint") == fingerprint
+        if same_config and "duplicate_of" not in trial.user_attrs:
+            return trial
+    return None
+
+
+def reuse_twin(trial: optuna.Trial, twin: FrozenTrial) -> tuple[TrialState, list[float]]:
+    """Complete `trial` with its twin's values and run folder instead of training again."""
+    trial.set_user_attr("duplicate_of", twin.number)
+    for key in ("run_dir", "epochs", "parameter_count", "metrics"):
+        if key in twin.user_attrs:
+            trial.set_user_attr(key, twin.user_attrs[key])
+    trial.set_user_attr("duration_s", 0.0)
+    return TrialState.COMPLETE, list(twin.values)

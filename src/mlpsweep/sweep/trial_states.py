@@ -1,0 +1,42 @@
+"""The trial-state vocabulary the sweep counts with and the summary shows.
+
+Optuna's states are COMPLETE, PRUNED, FAIL, RUNNING and WAITING; a trial whose worker died
+is FAIL too, but Optuna queues it again (its number lands in the copy's `retry_history`),
+so it is named "retried" and does not count toward `sweep.n_trials`. This module imports
+only Optuna, so the summary can share it without importing the launcher.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from optuna.trial import FrozenTrial, TrialState
+
+
+def retried_numbers(trials: Sequence[FrozenTrial]) -> set[int]:
+    """Numbers of trials that died with their worker and were queued again (not counted)."""
+    return {number for trial in trials for number in trial.system_attrs.get("retry_history", [])}
+
+
+def budget_used(trials: Sequence[FrozenTrial]) -> int:
+    """Trials that count toward n_trials: finished, running or queued; not the retried dead."""
+    retried = retried_numbers(trials)
+    return sum(
+        1 for trial in trials if not (trial.state == TrialState.FAIL and trial.number in retried)
+    )
+
+
+def state_name(trial: FrozenTrial, retried: set[int]) -> str:
+    """complete, pruned, failed, running or waiting; a dead worker's re-queued trial is
+    'retried'."""
+    if trial.state == TrialState.FAIL and trial.number in retried:
+        return "retried"
+    return trial.state.name.lower().replace("fail", "failed")
+
+
+def state_counts(trials: Sequence[FrozenTrial]) -> dict[str, int]:
+    retried = retried_numbers(trials)
+    counts = {"complete": 0, "pruned": 0, "failed": 0, "running": 0, "waiting": 0, "retried": 0}
+    for trial in trials:
+        counts[state_name(trial, retried)] += 1
+    return counts

@@ -1,0 +1,63 @@
+"""Optuna's private API that the sweep relies on still exists where it is expected.
+
+The sweep runs its own ask -> train -> tell loop, as `Study.optimize` does inside, and so
+reaches three private names. An Optuna upgrade that moves one must fail here, naming it,
+rather than deep inside a sweep.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+import warnings
+
+import optuna
+from optuna.trial import TrialState
+
+from mlpsweep.sweep.optuna_private import heartbeat_thread, study_storage, trial_id
+
+
+def sqlite_study(tmp_path, heartbeat_interval: int | None = None) -> optuna.Study:
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{tmp_path / 'study.db'}", heartbeat_interval=heartbeat_interval,
+        grace_period=2 * heartbeat_interval if heartbeat_interval else None,
+    )
+    return optuna.create_study(storage=storage)
+
+
+def test_get_heartbeat_thread_is_where_optuna_keeps_it() -> None:
+    module = importlib.import_module("optuna.storages._heartbeat")
+    assert callable(getattr(module, "get_heartbeat_thread", None)), (
+        "optuna.storages._heartbeat.get_heartbeat_thread is gone: "
+        "update mlpsweep.sweep.optuna_private.heartbeat_thread"
+    )
+
+
+def test_a_trial_still_has_its_storage_id(tmp_path) -> None:
+    study = sqlite_study(tmp_path)
+    trial = study.ask()
+    assert isinstance(getattr(trial, "_trial_id", None), int), (
+        "optuna.Trial._trial_id is gone: update mlpsweep.sweep.optuna_private.trial_id"
+    )
+    assert study_storage(study).get_trial(trial_id(trial)).number == trial.number
+
+
+def test_a_study_still_has_its_storage(tmp_path) -> None:
+    study = sqlite_study(tmp_path)
+    assert isinstance(getattr(study, "_storage", None), optuna.storages.BaseStorage), (
+        "optuna.Study._storage is gone: update mlpsweep.sweep.optuna_private.study_storage"
+    )
+
+
+def test_the_heartbeat_thread_keeps_a_running_trial_alive_and_stops_with_it(tmp_path) -> None:
+    study = sqlite_study(tmp_path, heartbeat_interval=1)  # stale after a 2 s silence
+    trial = study.ask()
+    with heartbeat_thread(trial, study_storage(study)):
+        time.sleep(2.5)
+        optuna.storages.fail_stale_trials(study)
+        assert study.trials[0].state == TrialState.RUNNING  # its heartbeat kept it alive
+    time.sleep(2.5)
+    optuna.storages.fail_stale_trials(study)
+    assert study.trials[0].state == TrialState.FAIL  # silent since the thread stopped: stale
