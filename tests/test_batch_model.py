@@ -35,7 +35,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def data() -> PiecewiseDataModule:
-    return PiecewiseDataModule(normalize=True)
+    return PiecewiseDataModule(batch_size=32, shuffle=False, normalize=True, val_points=1000, seed=0)
 
 
 def minibatches(data: PiecewiseDataModule):
@@ -44,7 +44,7 @@ def minibatches(data: PiecewiseDataModule):
 
 def alone(spec: TrialSpec) -> MLP:
     pl.seed_everything(spec.seed, workers=False, verbose=False)
-    return MLP(hidden=spec.hidden, layers=spec.layers, ensemble=spec.ensemble)
+    return MLP(hidden=spec.hidden, layers=spec.layers, ensemble=spec.ensemble, lr=LR, fused_adam=True)
 
 
 def train_alone(model: MLP, data: PiecewiseDataModule, epochs: int, lr: float = LR) -> torch.Tensor:
@@ -199,7 +199,7 @@ def test_a_trials_weights_load_into_an_mlp_that_predicts_what_the_batch_predicte
     with torch.no_grad():
         batched = batch(x)
         for trial_id, spec in enumerate(MIXED):
-            model = MLP(hidden=spec.hidden, layers=spec.layers, ensemble=spec.ensemble)
+            model = alone(spec)
             model.load_state_dict(batch.trial_state_dict(trial_id))
             assert torch.allclose(model(x), batched[batch.trial_rows(trial_id)], rtol=0, atol=1e-6)
 
@@ -209,7 +209,7 @@ def test_validation_metrics_are_the_ones_an_mlp_computes(data):
     train_batch_epochs(batch, data, 20)
     metrics = batch.member_metrics(data.val_x, data.val_y, data.x, data.y)
     for trial_id, spec in enumerate(MIXED):
-        model = MLP(hidden=spec.hidden, layers=spec.layers, ensemble=spec.ensemble)
+        model = alone(spec)
         model.load_state_dict(batch.trial_state_dict(trial_id))
         rows = batch.trial_rows(trial_id)
         with torch.no_grad():

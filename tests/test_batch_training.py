@@ -152,7 +152,7 @@ def test_each_trials_events_are_those_of_its_run_alone(compared):
 
 
 def test_a_trials_checkpoint_loads_into_mlp_and_predicts_what_the_batch_measured(compared):
-    data = PiecewiseDataModule(normalize=True)
+    data = PiecewiseDataModule(batch_size=32, shuffle=False, normalize=True, val_points=1000, seed=0)
     for ours in compared.results:
         model = MLP.load_from_checkpoint(ours.run_dir / "checkpoints" / "last.ckpt", map_location="cpu")
         saved = OmegaConf.load(ours.run_dir / "config.yaml")

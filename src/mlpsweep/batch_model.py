@@ -78,9 +78,12 @@ def narrow(tensor: torch.Tensor, rows: torch.Tensor, dims: tuple[int, ...], widt
 
 def initial_members(spec: TrialSpec) -> MLP:
     """The trial's members drawn exactly as a run alone draws them (`training.build`):
-    seed everything, then construct the MLP (the data module in between draws nothing)."""
+    seed everything, then construct the MLP (the data module in between draws nothing).
+    Only the architecture shapes the draws; the batch's optimizer has the learning rate."""
     pl.seed_everything(spec.seed, workers=False, verbose=False)
-    return MLP(hidden=spec.hidden, layers=spec.layers, ensemble=spec.ensemble)
+    return MLP(
+        hidden=spec.hidden, layers=spec.layers, ensemble=spec.ensemble, lr=0.0, fused_adam=False
+    )
 
 
 class DepthGroup(nn.Module):

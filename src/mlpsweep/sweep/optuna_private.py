@@ -1,28 +1,15 @@
-"""The three pieces of Optuna's private API the sweep needs, each behind one named function.
+"""The two pieces of Optuna's private API the sweep needs, each behind one named function.
 
 The sweep runs its own ask -> train -> tell loop (so it can count the budget under a lock),
 which is what `Study.optimize` does internally; Optuna's public API has no hook for the
-heartbeat or the trial id that loop needs. Each function below names where Optuna itself
+trial id that loop needs. Each function below names where Optuna itself
 does the same, and `tests/test_optuna_private.py` fails loudly when an upgrade moves one.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import optuna
 from optuna.storages import BaseStorage
-
-
-def heartbeat_thread(trial: optuna.Trial, storage: BaseStorage) -> Any:
-    """A context manager that records the trial's heartbeat while the trial trains.
-
-    Optuna does the same in `optuna/study/_optimize.py` (`_run_trial`):
-    `with get_heartbeat_thread(trial._trial_id, study._storage): ...`.
-    """
-    from optuna.storages._heartbeat import get_heartbeat_thread
-
-    return get_heartbeat_thread(trial_id(trial), storage)
 
 
 def trial_id(trial: optuna.Trial) -> int:

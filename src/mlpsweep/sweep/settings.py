@@ -57,6 +57,7 @@ class SweepSchema:
     storage: Optional[str] = None  # noqa: UP045 (OmegaConf's schema needs typing.Optional)
     n_trials: int = MISSING
     workers: int = MISSING
+    batch: int = MISSING
     output_dir: str = MISSING
     objectives: Any = None
     space: Any = None
@@ -73,6 +74,7 @@ RANGE_CHECKS: tuple[Check, ...] = (
     ("study_name", lambda name: bool(name) and "/" not in name, "a non-empty name without '/'"),
     ("n_trials", lambda count: count >= 1, "an integer >= 1"),
     ("workers", lambda count: count >= 1, "an integer >= 1"),
+    ("batch", lambda count: count >= 1, "an integer >= 1 (1 = one trial at a time)"),
     ("heartbeat_interval", lambda seconds: seconds >= 1, "an integer >= 1"),
     ("grace_period", lambda seconds: seconds >= 1, "an integer >= 1"),
     ("max_retry", lambda count: count >= 0, "an integer >= 0"),
@@ -116,6 +118,7 @@ class SweepSettings:
     study_dir: Path
     n_trials: int
     workers: int
+    batch: int
     objectives: tuple[Objective, ...]
     space: tuple[ParamSpec, ...]
     sampler: dict[str, Any]
@@ -156,6 +159,7 @@ def parse_settings(cfg: DictConfig) -> SweepSettings:
         study_dir=study_dir,
         n_trials=sweep.n_trials,
         workers=sweep.workers,
+        batch=sweep.batch,
         objectives=parse_objectives(sweep.objectives),
         space=parse_space(cfg, sweep.space),
         sampler=_plain_dict(sweep.sampler, "sweep.sampler", SAMPLERS),
