@@ -122,30 +122,41 @@ def run_trials(
 ) -> int:
     """Ask a batch, train it, tell each trial as it ends, until the study has n_trials.
 
-    Returns the trials this worker told. Ctrl-C queues every untold trial of the batch again.
+    Returns the trials this worker told.
     """
     told = 0
     while batch := next_batch(study, settings, storage):
-        untold = {trial.number: trial for trial in batch}
-        with TrialHeartbeats(storage, batch) as heartbeats:
-
-            def tell(trial: optuna.Trial, outcome: Outcome) -> None:
-                nonlocal told
-                state, values = outcome
-                study.tell(trial, values, state=state)
-                heartbeats.done(trial)
-                untold.pop(trial.number, None)
-                told += 1
-                if on_trial_end is not None:
-                    on_trial_end(study)
-
-            try:
-                run_batch(batch, settings, base_overrides, tell)
-            except KeyboardInterrupt:
-                for trial in untold.values():
-                    _requeue_interrupted(study, trial, storage)
-                raise
+        train_and_tell(study, batch, settings, storage, base_overrides, on_trial_end)
+        told += len(batch)
     return told
+
+
+def train_and_tell(
+    study: optuna.Study,
+    batch: Sequence[optuna.Trial],
+    settings: SweepSettings,
+    storage: optuna.storages.RDBStorage,
+    base_overrides: Sequence[str],
+    on_trial_end: Callable[[optuna.Study], None] | None,
+) -> None:
+    """One batch: each trial told the moment it ends; Ctrl-C queues the untold ones again."""
+    untold = {trial.number: trial for trial in batch}
+    with TrialHeartbeats(storage, batch) as heartbeats:
+
+        def tell(trial: optuna.Trial, outcome: Outcome) -> None:
+            state, values = outcome
+            study.tell(trial, values, state=state)
+            heartbeats.done(trial)
+            untold.pop(trial.number, None)
+            if on_trial_end is not None:
+                on_trial_end(study)
+
+        try:
+            run_batch(batch, settings, base_overrides, tell)
+        except KeyboardInterrupt:
+            for trial in untold.values():
+                _requeue_interrupted(study, trial, storage)
+            raise
 
 
 def _requeue_interrupted(
