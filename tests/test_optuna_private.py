@@ -1,7 +1,7 @@
 """Optuna's private API that the sweep relies on still exists where it is expected.
 
 The sweep runs its own ask -> train -> tell loop, as `Study.optimize` does inside, and so
-reaches three private names. An Optuna upgrade that moves one must fail here, naming it,
+reaches four private names. An Optuna upgrade that moves one must fail here, naming it,
 rather than deep inside a sweep.
 """
 
@@ -14,7 +14,7 @@ import warnings
 import optuna
 from optuna.trial import TrialState
 
-from mlpsweep.sweep.optuna_private import heartbeat_thread, study_storage, trial_id
+from mlpsweep.sweep.optuna_private import grid_cells, heartbeat_thread, study_storage, trial_id
 
 
 def sqlite_study(tmp_path, heartbeat_interval: int | None = None) -> optuna.Study:
@@ -61,3 +61,28 @@ def test_the_heartbeat_thread_keeps_a_running_trial_alive_and_stops_with_it(tmp_
     time.sleep(2.5)
     optuna.storages.fail_stale_trials(study)
     assert study.trials[0].state == TrialState.FAIL  # silent since the thread stopped: stale
+
+
+def test_grid_sampler_keeps_its_cells_in_all_grids_in_sorted_name_order() -> None:
+    sampler = optuna.samplers.GridSampler({"b": [1, 2], "a": ["x", "y", "z"]}, seed=1)
+    cells = getattr(sampler, "_all_grids", None)
+    assert isinstance(cells, list), (
+        "optuna.samplers.GridSampler._all_grids is gone: "
+        "update mlpsweep.sweep.optuna_private.grid_cells"
+    )
+    assert grid_cells(sampler) is cells
+    # each cell's values follow the sorted parameter names: (a, b)
+    assert sorted(cells) == [(a, b) for a in ("x", "y", "z") for b in (1, 2)]
+
+
+def test_grid_sampler_gives_trial_n_the_nth_cell_of_all_grids() -> None:
+    sampler = optuna.samplers.GridSampler({"a": [1, 2, 3], "b": [10, 20]}, seed=1)
+    wanted = sorted(grid_cells(sampler), reverse=True)
+    grid_cells(sampler)[:] = wanted
+    study = optuna.create_study(sampler=sampler)
+    for cell in wanted:  # asked, not told: GridSampler's last tell would call study.stop()
+        trial = study.ask()
+        assert (trial.suggest_int("a", 1, 3), trial.suggest_int("b", 10, 20)) == cell, (
+            "GridSampler no longer maps trial n to _all_grids[n]: "
+            "update mlpsweep.sweep.grid.OrderedGridSampler"
+        )
