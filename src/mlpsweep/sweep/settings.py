@@ -177,7 +177,9 @@ class SweepSettings:
 def parse_settings(cfg: DictConfig) -> SweepSettings:
     """Check `cfg.sweep` and resolve defaults; every problem is one ConfigError line."""
     if cfg.get("sweep") is None:
-        raise ConfigError("sweep: no sweep config selected (use sweep=default, sweep=pareto or sweep=grid)")
+        raise ConfigError(
+            "sweep: no sweep config selected (use sweep=default, sweep=pareto or sweep=grid)"
+        )
     sweep = typed_sweep(cfg.sweep)
     study_dir = Path(sweep.output_dir) / sweep.study_name
     storage = sweep.storage or f"sqlite:///{(study_dir / 'study.db').resolve()}"
