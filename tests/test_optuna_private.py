@@ -1,7 +1,7 @@
 """Optuna's private API that the sweep relies on still exists where it is expected.
 
 The sweep runs its own ask -> train -> tell loop, as `Study.optimize` does inside, and so
-reaches two private names. An Optuna upgrade that moves one must fail here, naming it,
+reaches three private names. An Optuna upgrade that moves one must fail here, naming it,
 rather than deep inside a sweep.
 """
 
@@ -13,7 +13,7 @@ import warnings
 import optuna
 from optuna.trial import TrialState
 
-from mlpsweep.sweep.optuna_private import study_storage, trial_id
+from mlpsweep.sweep.optuna_private import grid_cells, study_storage, trial_id
 from mlpsweep.sweep.worker import TrialHeartbeats
 
 
@@ -59,3 +59,28 @@ def test_a_batch_heartbeat_keeps_its_untold_trials_alive_and_lets_a_done_one_go_
     time.sleep(2.5)
     optuna.storages.fail_stale_trials(study)
     assert study.trials[0].state == TrialState.FAIL  # silent since the batch ended: stale
+
+
+def test_grid_sampler_keeps_its_cells_in_all_grids_in_sorted_name_order() -> None:
+    sampler = optuna.samplers.GridSampler({"b": [1, 2], "a": ["x", "y", "z"]}, seed=1)
+    cells = getattr(sampler, "_all_grids", None)
+    assert isinstance(cells, list), (
+        "optuna.samplers.GridSampler._all_grids is gone: "
+        "update mlpsweep.sweep.optuna_private.grid_cells"
+    )
+    assert grid_cells(sampler) is cells
+    # each cell's values follow the sorted parameter names: (a, b)
+    assert sorted(cells) == [(a, b) for a in ("x", "y", "z") for b in (1, 2)]
+
+
+def test_grid_sampler_gives_trial_n_the_nth_cell_of_all_grids() -> None:
+    sampler = optuna.samplers.GridSampler({"a": [1, 2, 3], "b": [10, 20]}, seed=1)
+    wanted = sorted(grid_cells(sampler), reverse=True)
+    grid_cells(sampler)[:] = wanted
+    study = optuna.create_study(sampler=sampler)
+    for cell in wanted:  # asked, not told: GridSampler's last tell would call study.stop()
+        trial = study.ask()
+        assert (trial.suggest_int("a", 1, 3), trial.suggest_int("b", 10, 20)) == cell, (
+            "GridSampler no longer maps trial n to _all_grids[n]: "
+            "update mlpsweep.sweep.grid.OrderedGridSampler"
+        )
