@@ -24,7 +24,7 @@ from mlpsweep.config import ConfigError
 from mlpsweep.sweep.optuna_setup import load_or_create_study, open_sweep_storage, worker_study
 from mlpsweep.sweep.settings import SweepSettings, parse_settings
 from mlpsweep.sweep.trial_config import training_overrides
-from mlpsweep.sweep.trial_states import state_counts
+from mlpsweep.sweep.trial_states import finished_count, state_counts
 from mlpsweep.sweep.worker import run_trials, worker_process_main
 
 
@@ -52,11 +52,19 @@ class SweepProgress:
         postfix = {
             "done": counts["complete"], "pruned": counts["pruned"], "failed": counts["failed"]
         }
+        if counts["running"]:
+            postfix["running"] = counts["running"]
         best = best_value_text(trials, self.settings)
         if best:
             postfix["best"] = best
         self.bar.set_postfix(postfix, refresh=False)
         self.bar.refresh()
+
+    def waiting(self, study: optuna.Study, running: dict[str, int]) -> None:
+        """Nothing left to ask: say whose trials this worker waits for."""
+        hosts = ", ".join(f"{count} on {host}" for host, count in sorted(running.items()))
+        self.bar.set_description(f"sweep {self.settings.study_name} (waiting for {hosts})")
+        self.refresh(study)
 
     def close(self) -> None:
         self.bar.close()
@@ -88,14 +96,33 @@ def launch(cfg: DictConfig, overrides: Sequence[str]) -> int:
         if settings.workers == 1:
             run_trials(
                 first_worker, settings, storage, training_overrides(overrides),
-                on_trial_end=progress.refresh,
+                on_trial_end=progress.refresh, on_wait=progress.waiting,
             )
+            dead: list[str] = []
         else:
-            run_worker_processes(settings, overrides, study, progress)
+            dead = run_worker_processes(settings, overrides, study, progress)
     finally:
         progress.refresh(study)
         progress.close()
-    return report_best(study, settings)
+    code = report_best(study, settings)
+    return incomplete_study_code(study, settings, dead) or code
+
+
+def incomplete_study_code(study: optuna.Study, settings: SweepSettings, dead: list[str]) -> int:
+    """1 with one line saying what is missing and why, if the study is short of n_trials."""
+    trials = study.get_trials(deepcopy=False)
+    finished = finished_count(trials)
+    if finished >= settings.n_trials:
+        return 0
+    counts = state_counts(trials)
+    why = f"{', '.join(dead)} ended with an error" if dead else "the workers stopped early"
+    print(
+        f"error: study {settings.study_name} is incomplete: {finished} of "
+        f"sweep.n_trials={settings.n_trials} finished, {counts['running']} running, "
+        f"{counts['waiting']} queued ({why}); re-run the same command to finish it",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def write_study_pointer(settings: SweepSettings) -> None:
@@ -125,12 +152,18 @@ def _reject_fixed_search_keys(settings: SweepSettings, overrides: Sequence[str])
 
 def run_worker_processes(
     settings: SweepSettings, overrides: Sequence[str], study: optuna.Study, progress: SweepProgress
-) -> None:
-    """N worker processes on the same storage; this process only watches the study."""
+) -> list[str]:
+    """N worker processes on the same storage; this process only watches the study.
+
+    A worker that dies leaves its trials to the others (they queue them again at once, see
+    `liveness`). Returns the names of the workers that ended with an error.
+    """
     context = multiprocessing.get_context("spawn")
     processes = [
         context.Process(
-            target=worker_process_main, args=(list(overrides), index), name=f"worker-{index}"
+            target=worker_process_main,
+            args=(list(overrides), index, os.getpid()),
+            name=f"worker-{index}",
         )
         for index in range(settings.workers)
     ]
@@ -145,12 +178,11 @@ def run_worker_processes(
         for process in processes:
             process.join(timeout=30)
         raise
-    failed = [process.name for process in processes if process.exitcode not in (0, None)]
-    if failed:
-        print(
-            f"warning: {', '.join(failed)} ended with an error; re-run the command to resume",
-            file=sys.stderr,
-        )
+    return [
+        f"{process.name} (exit {process.exitcode})"
+        for process in processes
+        if process.exitcode not in (0, None)
+    ]
 
 
 def report_best(study: optuna.Study, settings: SweepSettings) -> int:

@@ -14,12 +14,14 @@ from typing import Any
 import optuna
 from optuna.samplers import GridSampler
 from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial
 
 
-def trial_id(trial: optuna.Trial) -> int:
-    """The storage's id of a live trial (not its number within the study).
+def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
+    """The storage's id of a live or frozen trial (not its number within the study).
 
-    Optuna reads `trial._trial_id` the same way in `optuna/study/_optimize.py` (`_run_trial`).
+    Optuna reads `trial._trial_id` the same way in `optuna/study/_optimize.py` (`_run_trial`),
+    and a FrozenTrial's in `optuna/storages/_heartbeat.py` (`fail_stale_trials`).
     """
     return trial._trial_id
 

@@ -9,8 +9,6 @@ attributes, so it survives when the trial folder is on another machine. The trai
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,8 +59,6 @@ def prepare(
     trial (training is seeded and deterministic) reuses that twin's result.
     """
     params = {spec.path: spec.suggest(trial) for spec in settings.space}
-    trial.set_user_attr("host", socket.gethostname())
-    trial.set_user_attr("pid", os.getpid())
     try:
         cfg = compose(trial_overrides(base_overrides, params))
     except ConfigError as error:

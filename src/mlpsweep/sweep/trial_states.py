@@ -40,3 +40,9 @@ def state_counts(trials: Sequence[FrozenTrial]) -> dict[str, int]:
     for trial in trials:
         counts[state_name(trial, retried)] += 1
     return counts
+
+
+def finished_count(trials: Sequence[FrozenTrial]) -> int:
+    """Trials that are done and count toward n_trials: complete, pruned, failed (not retried)."""
+    counts = state_counts(trials)
+    return counts["complete"] + counts["pruned"] + counts["failed"]

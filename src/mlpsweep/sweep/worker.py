@@ -4,7 +4,7 @@ However many workers (or machines) share the study, asking for a trial happens u
 (a file lock on one machine, a PostgreSQL advisory lock across machines) after counting
 what is finished or under way, so the budget is never overshot. Each trial sends a
 heartbeat while it trains; a worker that dies stops sending it, and Optuna fails and
-re-queues its trial. Ctrl-C does the same at once.
+re-queues its trial (at once on the same host: see `liveness`). Ctrl-C does the same.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import sys
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,12 +22,20 @@ from optuna.trial import TrialState
 
 from mlpsweep.config import compose
 from mlpsweep.sweep.batch import run_batch
+from mlpsweep.sweep.liveness import (
+    end_with_parent,
+    mark_owner,
+    requeue_dead_local,
+    running_elsewhere,
+)
 from mlpsweep.sweep.optuna_private import study_storage, trial_id
 from mlpsweep.sweep.optuna_setup import open_sweep_storage, worker_study
 from mlpsweep.sweep.settings import SweepSettings, parse_settings
 from mlpsweep.sweep.trial import Outcome
 from mlpsweep.sweep.trial_config import training_overrides
-from mlpsweep.sweep.trial_states import budget_used
+from mlpsweep.sweep.trial_states import budget_used, finished_count
+
+WAIT_POLL_S = 5  # how often a worker with nothing to ask looks again (at most the heartbeat)
 
 
 @contextmanager
@@ -67,10 +76,14 @@ def next_batch(
     """
     with ask_lock(settings, storage):
         optuna.storages.fail_stale_trials(study)
+        requeue_dead_local(study, storage)
         trials = study.get_trials(deepcopy=False)
         queued = sum(1 for trial in trials if trial.state == TrialState.WAITING)
         wanted = min(settings.batch, max(queued, settings.n_trials - budget_used(trials)))
-        return [study.ask() for _ in range(wanted)]
+        batch = [study.ask() for _ in range(wanted)]
+        for trial in batch:
+            mark_owner(trial)
+        return batch
 
 
 class TrialHeartbeats:
@@ -119,16 +132,29 @@ def run_trials(
     storage: optuna.storages.RDBStorage,
     base_overrides: Sequence[str],
     on_trial_end: Callable[[optuna.Study], None] | None = None,
+    on_wait: Callable[[optuna.Study, dict[str, int]], None] | None = None,
 ) -> int:
-    """Ask a batch, train it, tell each trial as it ends, until the study has n_trials.
+    """Ask a batch, train it, tell each trial as it ends, until the study has n_trials
+    finished trials. Returns the trials this worker told.
 
-    Returns the trials this worker told.
+    With nothing left to ask while trials still run elsewhere (another worker, another
+    host), the worker waits for them: if their process dies or their heartbeat goes stale
+    they are queued again, and this worker takes them.
     """
     told = 0
-    while batch := next_batch(study, settings, storage):
-        train_and_tell(study, batch, settings, storage, base_overrides, on_trial_end)
-        told += len(batch)
-    return told
+    while True:
+        batch = next_batch(study, settings, storage)
+        if batch:
+            train_and_tell(study, batch, settings, storage, base_overrides, on_trial_end)
+            told += len(batch)
+            continue
+        trials = study.get_trials(deepcopy=False)
+        running = running_elsewhere(trials)
+        if finished_count(trials) >= settings.n_trials or not running:
+            return told
+        if on_wait is not None:
+            on_wait(study, running)
+        time.sleep(min(settings.heartbeat_interval, WAIT_POLL_S))
 
 
 def train_and_tell(
@@ -170,11 +196,12 @@ def _requeue_interrupted(
         callback(study, study_storage(study).get_trial(trial_id(trial)))
 
 
-def worker_process_main(overrides: list[str], worker_index: int) -> None:
+def worker_process_main(overrides: list[str], worker_index: int, launcher_pid: int) -> None:
     """Entry of a spawned worker process: it composes and opens everything itself; quiet,
-    and Ctrl-C ends it without a traceback."""
+    and Ctrl-C or its launcher's death ends it without a traceback, its trials queued again."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
+        end_with_parent(launcher_pid)
         settings = parse_settings(compose(overrides))
         storage = open_sweep_storage(settings)
         study = worker_study(settings, storage, worker_index)
