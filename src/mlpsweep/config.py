@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ class TrainSchema:
     seed: int = MISSING
     quiet: bool = MISSING
     output_dir: str = MISSING
+    ckpt_path: Optional[str] = None  # noqa: UP045
     sweep: Any = None
 
 
@@ -115,10 +117,38 @@ def describe_hydra_error(error: BaseException, overrides: Sequence[str] = ()) ->
     first, *rest = str(error).strip().splitlines() or ["invalid override"]
     if "Could not find" in first:
         options = [line.strip() for line in rest if line.startswith("\t") and "provider=" not in line]
-        return f"{first.split(': ', 1)[-1]}; available: {', '.join(options) or 'none'}"
+        missing = first.split(': ', 1)[-1]
+        return plugin_hint(missing, options) or f"{missing}; available: {', '.join(options) or 'none'}"
     if "Error parsing override" in first and rest:
         return f"{first}: {rest[0]} (write key=value)"
     return first
+
+
+# Hydra plugins a user may name, and the package that provides each (Hydra's own list).
+PLUGIN_PACKAGES = {
+    "hydra/launcher": {
+        "joblib": "hydra-joblib-launcher",
+        "submitit_local": "hydra-submitit-launcher",
+        "submitit_slurm": "hydra-submitit-launcher",
+        "ray_aws": "hydra-ray-launcher",
+        "ray": "hydra-ray-launcher",
+        "rq": "hydra-rq-launcher",
+    },
+    "hydra/sweeper": {"optuna": "hydra-optuna-sweeper", "ax": "hydra-ax-sweeper", "nevergrad": "hydra-nevergrad-sweeper"},
+}
+
+
+def plugin_hint(missing: str, options: Sequence[str]) -> str | None:
+    """`hydra/launcher=joblib: not installed; pip install hydra-joblib-launcher`, or None."""
+    found = re.search(r"'(hydra/(?:launcher|sweeper))/([^']+)'", missing)
+    if not found:
+        return None
+    group, name = found.groups()
+    available = f"available: {', '.join(options) or 'none'}"
+    package = PLUGIN_PACKAGES[group].get(name)
+    if package:
+        return f"{group}={name}: not installed; pip install {package} ({available})"
+    return f"{group}={name}: no such {group.split('/')[1]}; {available}"
 
 
 def validate(cfg: DictConfig) -> DictConfig:
