@@ -187,10 +187,18 @@ def job_overrides(base: DictConfig, overrides: Sequence[str]) -> list[list[str]]
     parser = OverridesParser.create()
     try:
         parsed = parser.parse_overrides(list(overrides))
+        sampled = [o.input_line for o in parsed if o.is_sweep_override() and not o.is_discrete_sweep()]
+        if sampled:
+            raise ConfigError(
+                f"{sampled[0]}: Hydra's basic sweeper takes lists (a,b), range() and glob();"
+                " interval() needs a sampling sweeper"
+            )
         params = base.hydra.sweeper.get("params") or {}
         from_config = parser.parse_overrides([f"{key}={value}" for key, value in params.items()])
         (batch,) = BasicSweeper.split_arguments([*from_config, *parsed], max_batch_size=None)
-    except Exception as error:  # a sweep the basic sweeper cannot expand, e.g. interval()
+    except ConfigError:
+        raise
+    except Exception as error:  # Hydra's words for an override it cannot expand
         raise ConfigError(describe_hydra_error(error, overrides)) from error
     return [list(job) for job in batch]
 
@@ -214,7 +222,7 @@ def check_checkpoint(cfg: DictConfig) -> None:
         asked = " ".join(f"{key}={OmegaConf.select(cfg, key)}" for key in differ)
         has = " ".join(f"{key}={saved[key]}" for key in differ)
         raise ConfigError(f"ckpt_path={path}: a checkpoint of {has}, not {asked}; resume with the same model")
-    epochs = int(checkpoint.get("epoch", 0)) + 1
+    epochs = int(checkpoint.get("mlpsweep", {}).get("epochs_trained", checkpoint.get("epoch", 0)))
     max_epochs = OmegaConf.select(cfg, "trainer.max_epochs")
     if max_epochs <= epochs:
         raise ConfigError(
