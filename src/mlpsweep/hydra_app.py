@@ -118,6 +118,8 @@ def preflight(argv: Sequence[str]) -> list[str]:
                 check_checkpoint(cfg)
             except ConfigError as error:
                 raise ConfigError(f"{error}{where}") from None
+    if args.cfg == "hydra" and args.resolve:
+        check_resolvable_alone(base)
     if args.multirun:
         check_plugins(base)
         try_writing(base, "hydra.sweep.dir")
@@ -201,6 +203,17 @@ def job_overrides(base: DictConfig, overrides: Sequence[str]) -> list[list[str]]
     except Exception as error:  # Hydra's words for an override it cannot expand
         raise ConfigError(describe_hydra_error(error, overrides)) from error
     return [list(job) for job in batch]
+
+
+def check_resolvable_alone(cfg: DictConfig) -> None:
+    """`--cfg hydra --resolve` resolves Hydra's node without the job's keys, and `hydra.run.dir`
+    names `output_dir`: Hydra would answer with a traceback."""
+    try:
+        OmegaConf.to_container(OmegaConf.masked_copy(cfg, ["hydra"]), resolve=True)
+    except Exception as error:
+        key = getattr(error, "full_key", "hydra")
+        first = str(error).splitlines()[0]
+        raise ConfigError(f"--cfg hydra --resolve: {key}: {first} without the job's keys; use --cfg all --resolve") from None
 
 
 def check_checkpoint(cfg: DictConfig) -> None:
@@ -305,11 +318,11 @@ class ExitStatus(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         jobs = [p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml")]
         this_sweep = [job for job in jobs if (job / ".hydra" / "overrides.yaml").stat().st_mtime >= self.started - 1]
-        failed = {job: job_status(job) for job in sorted(this_sweep)}
+        failed = {job: job_status(job) for job in sorted(this_sweep, key=lambda p: (len(p.name), p.name))}
         failed = {job: status for job, status in failed.items() if status != "completed"}
         if not failed:
             return
-        listed = "; ".join(f"{job.relative_to(sweep_dir)} {overrides_of(job)}: {status}" for job, status in failed.items())
+        listed = "; ".join(f"#{job.relative_to(sweep_dir)} ({overrides_of(job)}): {status}" for job, status in failed.items())
         print(f"error: {len(failed)} of {len(this_sweep)} runs did not complete: {listed} (in {sweep_dir})", file=sys.stderr)
         sys.exit(130 if "interrupted" in failed.values() else 1)
 
