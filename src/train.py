@@ -48,8 +48,11 @@ def train_app(cfg: DictConfig) -> int:
         log_error.error("%s (run folder kept for inspection: %s)", error, run_dir)
         return 1
     except KeyboardInterrupt as error:
-        log_error.error("%s; the partial run is in %s (metrics.json status: interrupted)",
-                        error or "interrupted", run_dir)
+        log_error.error(
+            "%s; the partial run is in %s (metrics.json status: interrupted)",
+            error or "interrupted",
+            run_dir,
+        )
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # Ctrl-C stops the whole multirun, not just this job
         return 130

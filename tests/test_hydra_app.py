@@ -30,7 +30,10 @@ def assert_one_error_line(process, *fragments: str) -> str:
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
-    return sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    return sorted(
+        (p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()),
+        key=lambda p: int(p.name),
+    )
 
 
 # ---- one run -------------------------------------------------------------------------------
@@ -44,7 +47,9 @@ def test_a_run_folder_has_hydras_records_and_a_log_with_the_closing_line(run_tra
     (run_dir,) = run_dirs(output_dir)
     assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_[0-9a-f]{4}", run_dir.name)
     records = run_dir / ".hydra"
-    assert yaml.safe_load((records / "overrides.yaml").read_text()) == typed, "what was typed, verbatim"
+    assert yaml.safe_load((records / "overrides.yaml").read_text()) == typed, (
+        "what was typed, verbatim"
+    )
     assert yaml.safe_load((records / "config.yaml").read_text())["model"]["hidden"] == 7
     hydra_record = yaml.safe_load((records / "hydra.yaml").read_text())["hydra"]
     assert hydra_record["runtime"]["output_dir"] == str(run_dir)
@@ -57,8 +62,9 @@ def test_a_run_folder_has_hydras_records_and_a_log_with_the_closing_line(run_tra
 
 def test_hydra_run_dir_and_hydra_verbose_are_honoured(run_train, tmp_path):
     run_dir = tmp_path / "exactly" / "here"
-    process = run_train(*TINY, f"hydra.run.dir={run_dir}", "hydra.verbose=true",
-                        f"output_dir={tmp_path / 'runs'}")
+    process = run_train(
+        *TINY, f"hydra.run.dir={run_dir}", "hydra.verbose=true", f"output_dir={tmp_path / 'runs'}"
+    )
     assert process.returncode == 0, process.stderr
     assert process.stdout.strip().endswith(f"-> {run_dir}")
     assert (run_dir / "metrics.json").exists() and (run_dir / ".hydra" / "hydra.yaml").exists()
@@ -90,7 +96,9 @@ def test_run_folders_started_in_the_same_second_are_never_shared(tmp_path, monke
 # ---- Hydra's flags -------------------------------------------------------------------------
 
 
-def test_cfg_job_prints_the_job_config_and_cfg_all_the_run_folder_without_making_it(run_train, tmp_path):
+def test_cfg_job_prints_the_job_config_and_cfg_all_the_run_folder_without_making_it(
+    run_train, tmp_path
+):
     output_dir = tmp_path / "runs"
     job = run_train("--cfg", "job", "model.layers=3", f"output_dir={output_dir}", timeout=120)
     assert job.returncode == 0, job.stderr
@@ -101,7 +109,9 @@ def test_cfg_job_prints_the_job_config_and_cfg_all_the_run_folder_without_making
     run_dir = yaml.safe_load(shown.stdout)["hydra"]["run"]["dir"]
     assert run_dir.startswith(str(output_dir) + "/")
     assert not output_dir.exists(), "--cfg makes no folder"
-    alone = run_train("--cfg", "hydra", "--resolve", timeout=120)  # output_dir is not in Hydra's node
+    alone = run_train(
+        "--cfg", "hydra", "--resolve", timeout=120
+    )  # output_dir is not in Hydra's node
     assert_one_error_line(alone, "--cfg hydra --resolve", "output_dir", "--cfg all --resolve")
 
 
@@ -127,7 +137,9 @@ def test_shell_completion_prints_the_bash_snippet(run_train):
 
 def test_multirun_gives_each_combination_a_numbered_folder_and_a_closing_line(run_train, tmp_path):
     sweep_dir = tmp_path / "grid"
-    process = run_train("-m", "model.hidden=3,4", "model.layers=1,2", *TINY, f"hydra.sweep.dir={sweep_dir}")
+    process = run_train(
+        "-m", "model.hidden=3,4", "model.layers=1,2", *TINY, f"hydra.sweep.dir={sweep_dir}"
+    )
     assert process.returncode == 0, process.stderr
     jobs = job_dirs(sweep_dir)
     assert [job.name for job in jobs] == ["0", "1", "2", "3"]
@@ -137,7 +149,9 @@ def test_multirun_gives_each_combination_a_numbered_folder_and_a_closing_line(ru
         metrics = json.loads((job / "metrics.json").read_text())
         assert metrics["status"] == "completed" and metrics["run_dir"] == str(job)
         seen.add((overrides[0], overrides[1]))
-        assert list(job.glob("events.out.tfevents.*")), "every job logs to TensorBoard under one logdir"
+        assert list(job.glob("events.out.tfevents.*")), (
+            "every job logs to TensorBoard under one logdir"
+        )
     assert seen == {(f"model.hidden={h}", f"model.layers={n}") for h in (3, 4) for n in (1, 2)}
     closing = [line for line in process.stdout.splitlines() if line.startswith("completed:")]
     assert len(closing) == 4
@@ -148,7 +162,9 @@ def test_multirun_range_sweeps_the_seed(run_train, tmp_path):
     sweep_dir = tmp_path / "seeds"
     process = run_train("-m", "seed=range(0,3)", *TINY, f"hydra.sweep.dir={sweep_dir}")
     assert process.returncode == 0, process.stderr
-    seeds = [yaml.safe_load((job / "config.yaml").read_text())["seed"] for job in job_dirs(sweep_dir)]
+    seeds = [
+        yaml.safe_load((job / "config.yaml").read_text())["seed"] for job in job_dirs(sweep_dir)
+    ]
     assert seeds == [0, 1, 2]
 
 
@@ -178,7 +194,9 @@ def test_a_multirun_with_a_failed_run_exits_1_and_names_it(run_train, tmp_path):
     last = process.stderr.strip().splitlines()[-1]
     assert last.startswith("error: 1 of 2 runs did not complete") and "model.lr=1e+38" in last
     assert "#1" in last and "failed" in last
-    statuses = [json.loads((job / "metrics.json").read_text())["status"] for job in job_dirs(sweep_dir)]
+    statuses = [
+        json.loads((job / "metrics.json").read_text())["status"] for job in job_dirs(sweep_dir)
+    ]
     assert statuses == ["completed", "failed"], "the other run still ran"
 
 
@@ -187,45 +205,75 @@ def test_a_multirun_with_a_failed_run_exits_1_and_names_it(run_train, tmp_path):
 
 def test_joblib_launcher_runs_the_grid_in_parallel_processes(run_train, tmp_path):
     sweep_dir = tmp_path / "parallel"
-    process = run_train("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.hidden=3,4",
-                        *TINY, f"hydra.sweep.dir={sweep_dir}")
+    process = run_train(
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "model.hidden=3,4",
+        *TINY,
+        f"hydra.sweep.dir={sweep_dir}",
+    )
     assert process.returncode == 0, process.stderr
     jobs = job_dirs(sweep_dir)
     assert len(jobs) == 2 and all((job / "metrics.json").exists() for job in jobs)
     # TensorBoard names its event file after the writing process: one worker process per job
-    pids = {event.name.rsplit(".", 2)[1] for job in jobs for event in job.glob("events.out.tfevents.*")}
+    pids = {
+        event.name.rsplit(".", 2)[1] for job in jobs for event in job.glob("events.out.tfevents.*")
+    }
     assert len(pids) == 2, pids
     assert "Joblib.Parallel(n_jobs=2" in process.stdout
 
 
 def test_submitit_local_launcher_runs_a_tiny_grid(run_train, tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the optional [cluster] extra")
+    pytest.importorskip(
+        "hydra_plugins.hydra_submitit_launcher", reason="the optional [cluster] extra"
+    )
     sweep_dir = tmp_path / "submitit"
-    process = run_train("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
-                        "model.hidden=3,4", *TINY, f"hydra.sweep.dir={sweep_dir}")
+    process = run_train(
+        "-m",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=5",
+        "model.hidden=3,4",
+        *TINY,
+        f"hydra.sweep.dir={sweep_dir}",
+    )
     assert process.returncode == 0, process.stderr
-    statuses = [json.loads((job / "metrics.json").read_text())["status"] for job in job_dirs(sweep_dir)]
+    statuses = [
+        json.loads((job / "metrics.json").read_text())["status"] for job in job_dirs(sweep_dir)
+    ]
     assert statuses == ["completed", "completed"]
 
 
 @pytest.mark.parametrize(
     "override,fragments",
     [
-        ("hydra/launcher=ray_aws", ["hydra/launcher=ray_aws", "pip install hydra-ray-launcher", "joblib"]),
-        ("hydra/sweeper=nevergrad", ["hydra/sweeper=nevergrad", "pip install hydra-nevergrad-sweeper"]),
+        (
+            "hydra/launcher=ray_aws",
+            ["hydra/launcher=ray_aws", "pip install hydra-ray-launcher", "joblib"],
+        ),
+        (
+            "hydra/sweeper=nevergrad",
+            ["hydra/sweeper=nevergrad", "pip install hydra-nevergrad-sweeper"],
+        ),
         ("hydra/launcher=nope", ["hydra/launcher=nope", "no such launcher", "basic"]),
     ],
     ids=["launcher", "sweeper", "unknown"],
 )
-def test_a_launcher_or_sweeper_that_is_not_installed_is_one_line(run_train, tmp_path, override, fragments):
+def test_a_launcher_or_sweeper_that_is_not_installed_is_one_line(
+    run_train, tmp_path, override, fragments
+):
     sweep_dir = tmp_path / "grid"
-    process = run_train("-m", override, "model.hidden=3,4", f"hydra.sweep.dir={sweep_dir}", timeout=120)
+    process = run_train(
+        "-m", override, "model.hidden=3,4", f"hydra.sweep.dir={sweep_dir}", timeout=120
+    )
     assert_one_error_line(process, *fragments)
     assert not sweep_dir.exists()
 
 
 def test_an_unwritable_sweep_dir_is_one_line(run_train):
-    process = run_train("-m", "model.hidden=3,4", "hydra.sweep.dir=/proc/mlpsweep/grid", timeout=120)
+    process = run_train(
+        "-m", "model.hidden=3,4", "hydra.sweep.dir=/proc/mlpsweep/grid", timeout=120
+    )
     assert_one_error_line(process, "hydra.sweep.dir=/proc/mlpsweep/grid", "cannot write")
 
 
@@ -247,40 +295,64 @@ def half_run(tmp_path_factory) -> Path:
 
 
 def final_state(run_dir: Path) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    checkpoint = torch.load(
+        run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
+    )
     return checkpoint["state_dict"], checkpoint["mlpsweep"]["epoch_losses"]
 
 
 def test_resuming_a_checkpoint_continues_the_uninterrupted_run(run_train, tmp_path, half_run):
-    straight = run_train(*RESUMABLE, "trainer.max_epochs=200", f"output_dir={tmp_path / 'straight'}")
-    resumed = run_train(*RESUMABLE, "trainer.max_epochs=200", f"output_dir={tmp_path / 'resumed'}",
-                        f"ckpt_path={half_run / 'checkpoints' / 'last.ckpt'}")
+    straight = run_train(
+        *RESUMABLE, "trainer.max_epochs=200", f"output_dir={tmp_path / 'straight'}"
+    )
+    resumed = run_train(
+        *RESUMABLE,
+        "trainer.max_epochs=200",
+        f"output_dir={tmp_path / 'resumed'}",
+        f"ckpt_path={half_run / 'checkpoints' / 'last.ckpt'}",
+    )
     assert straight.returncode == 0 and resumed.returncode == 0, straight.stderr + resumed.stderr
-    (straight_dir,), (resumed_dir,) = run_dirs(tmp_path / "straight"), run_dirs(tmp_path / "resumed")
+    (straight_dir,), (resumed_dir,) = (
+        run_dirs(tmp_path / "straight"),
+        run_dirs(tmp_path / "resumed"),
+    )
     straight_weights, straight_losses = final_state(straight_dir)
     resumed_weights, resumed_losses = final_state(resumed_dir)
-    assert resumed_losses.shape == straight_losses.shape == (200, 1), "the curve holds all 200 epochs"
+    assert resumed_losses.shape == straight_losses.shape == (200, 1), (
+        "the curve holds all 200 epochs"
+    )
     torch.testing.assert_close(resumed_losses, straight_losses, rtol=1e-5, atol=1e-6)
     for name, weight in straight_weights.items():  # Adam's moments and step were restored too
         torch.testing.assert_close(resumed_weights[name], weight, rtol=1e-5, atol=1e-6)
     record = json.loads((resumed_dir / "metrics.json").read_text())
     assert record["epochs"] == 200
     assert record["metrics"]["val/acc"]["mean"] == pytest.approx(
-        json.loads((straight_dir / "metrics.json").read_text())["metrics"]["val/acc"]["mean"])
+        json.loads((straight_dir / "metrics.json").read_text())["metrics"]["val/acc"]["mean"]
+    )
 
 
 @pytest.mark.parametrize(
     "overrides,fragments",
     [
-        (["model.hidden=10", "trainer.max_epochs=200"], ["ckpt_path=", "model.hidden=20", "not model.hidden=10"]),
+        (
+            ["model.hidden=10", "trainer.max_epochs=200"],
+            ["ckpt_path=", "model.hidden=20", "not model.hidden=10"],
+        ),
         (["trainer.max_epochs=100"], ["trainer.max_epochs=100", "100 epochs", "> 100"]),
     ],
     ids=["another-architecture", "no-epochs-left"],
 )
-def test_a_checkpoint_that_cannot_resume_is_refused_in_one_line(run_train, tmp_path, half_run, overrides, fragments):
+def test_a_checkpoint_that_cannot_resume_is_refused_in_one_line(
+    run_train, tmp_path, half_run, overrides, fragments
+):
     output_dir = tmp_path / "runs"
-    process = run_train(*RESUMABLE, *overrides, f"ckpt_path={half_run / 'checkpoints' / 'last.ckpt'}",
-                        f"output_dir={output_dir}", timeout=120)
+    process = run_train(
+        *RESUMABLE,
+        *overrides,
+        f"ckpt_path={half_run / 'checkpoints' / 'last.ckpt'}",
+        f"output_dir={output_dir}",
+        timeout=120,
+    )
     assert_one_error_line(process, *fragments)
     assert not output_dir.exists()
 
@@ -299,8 +371,11 @@ def test_ctrl_c_leaves_a_checkpoint_the_run_resumes_from(tmp_path):
     (first,) = run_dirs(tmp_path / "first")
     reached = json.loads((first / "metrics.json").read_text())["epochs"]
     assert 0 < reached < 5000
-    resumed = run_train_script(*args[1:], f"output_dir={tmp_path / 'second'}",
-                               f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}")
+    resumed = run_train_script(
+        *args[1:],
+        f"output_dir={tmp_path / 'second'}",
+        f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}",
+    )
     assert resumed.returncode == 0, resumed.stderr
     (second,) = run_dirs(tmp_path / "second")
     _, losses = final_state(second)

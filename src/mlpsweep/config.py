@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 METRICS = ("train/loss", "train/acc", "val/loss", "val/acc")  # logged per run; members' means
@@ -112,6 +112,9 @@ def describe_hydra_error(error: BaseException, overrides: Sequence[str] = ()) ->
     """Hydra's multi-line messages, reduced to one line that names the key."""
     cause = error.__cause__
     full_key = getattr(cause, "full_key", None)
+    if full_key and not isinstance(cause, (ConfigKeyError, ConfigAttributeError)):  # a wrong type
+        given = next((o for o in overrides if o.lstrip("+~").split("=", 1)[0] == full_key), full_key)
+        return f"{given}: {str(cause).splitlines()[0]}"
     if full_key:
         return unknown_key_message(full_key, overrides)
     first, *rest = str(error).strip().splitlines() or ["invalid override"]
@@ -134,7 +137,11 @@ PLUGIN_PACKAGES = {
         "ray": "hydra-ray-launcher",
         "rq": "hydra-rq-launcher",
     },
-    "hydra/sweeper": {"optuna": "hydra-optuna-sweeper", "ax": "hydra-ax-sweeper", "nevergrad": "hydra-nevergrad-sweeper"},
+    "hydra/sweeper": {
+        "optuna": "hydra-optuna-sweeper",
+        "ax": "hydra-ax-sweeper",
+        "nevergrad": "hydra-nevergrad-sweeper",
+    },
 }
 
 

@@ -36,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from mlpsweep.config import CONF_DIR, ConfigError, describe_hydra_error, validate
 
 SHOW_ONLY = ("help", "hydra_help", "info", "shell_completion", "experimental_rerun")
+FINE = ("completed", "pruned")  # a pruned trial of a sampling sweeper did its job
 CHECKPOINT_KEYS = ("model.hidden", "model.layers", "model.ensemble", "model.lr", "data.normalize")
 
 _reserve_run_dirs = False  # set by `reserve_run_dirs()` once a single run is about to start
@@ -83,7 +84,9 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 
     args = list(argv)
     for i, arg in enumerate(args):
-        if arg in ("--cfg", "-c") and (i + 1 == len(args) or args[i + 1] not in ("job", "hydra", "all")):
+        if arg in ("--cfg", "-c") and (
+            i + 1 == len(args) or args[i + 1] not in ("job", "hydra", "all")
+        ):
             args.insert(i + 1, "job")
             break
     parser = get_args_parser()
@@ -131,12 +134,21 @@ def preflight(argv: Sequence[str]) -> list[str]:
 
 def check_one_command(args: argparse.Namespace) -> None:
     """Hydra's own rules for its flags, raised there as exceptions with a traceback."""
-    commands = [flag for flag, given in (("--run", args.run), ("--multirun", args.multirun),
-                                         ("--cfg", args.cfg is not None)) if given]
+    commands = [
+        flag
+        for flag, given in (
+            ("--run", args.run),
+            ("--multirun", args.multirun),
+            ("--cfg", args.cfg is not None),
+        )
+        if given
+    ]
     if len(commands) > 1:
         raise ConfigError(f"{' and '.join(commands)}: use only one of --run, --multirun and --cfg")
     if args.resolve and args.cfg is None:
-        raise ConfigError("--resolve: only with --cfg job|hydra|all (it resolves what --cfg prints)")
+        raise ConfigError(
+            "--resolve: only with --cfg job|hydra|all (it resolves what --cfg prints)"
+        )
 
 
 def not_sweeps(overrides: Sequence[str]) -> list[str]:
@@ -189,7 +201,9 @@ def job_overrides(base: DictConfig, overrides: Sequence[str]) -> list[list[str]]
     parser = OverridesParser.create()
     try:
         parsed = parser.parse_overrides(list(overrides))
-        sampled = [o.input_line for o in parsed if o.is_sweep_override() and not o.is_discrete_sweep()]
+        sampled = [
+            o.input_line for o in parsed if o.is_sweep_override() and not o.is_discrete_sweep()
+        ]
         if sampled:
             raise ConfigError(
                 f"{sampled[0]}: Hydra's basic sweeper takes lists (a,b), range() and glob();"
@@ -213,7 +227,9 @@ def check_resolvable_alone(cfg: DictConfig) -> None:
     except Exception as error:
         key = getattr(error, "full_key", "hydra")
         first = str(error).splitlines()[0]
-        raise ConfigError(f"--cfg hydra --resolve: {key}: {first} without the job's keys; use --cfg all --resolve") from None
+        raise ConfigError(
+            f"--cfg hydra --resolve: {key}: {first} without the job's keys; use --cfg all --resolve"
+        ) from None
 
 
 def check_checkpoint(cfg: DictConfig) -> None:
@@ -234,12 +250,15 @@ def check_checkpoint(cfg: DictConfig) -> None:
     if differ:
         asked = " ".join(f"{key}={OmegaConf.select(cfg, key)}" for key in differ)
         has = " ".join(f"{key}={saved[key]}" for key in differ)
-        raise ConfigError(f"ckpt_path={path}: a checkpoint of {has}, not {asked}; resume with the same model")
+        raise ConfigError(
+            f"ckpt_path={path}: a checkpoint of {has}, not {asked}; resume with the same model"
+        )
     epochs = int(checkpoint.get("mlpsweep", {}).get("epochs_trained", checkpoint.get("epoch", 0)))
     max_epochs = OmegaConf.select(cfg, "trainer.max_epochs")
     if max_epochs <= epochs:
         raise ConfigError(
-            f"trainer.max_epochs={max_epochs}: ckpt_path={path} has trained {epochs} epochs already;"
+            f"trainer.max_epochs={max_epochs}: ckpt_path={path} has trained {epochs} epochs"
+            " already;"
             f" resume with trainer.max_epochs > {epochs}"
         )
 
@@ -257,7 +276,9 @@ def load_checkpoint(path: str) -> dict[str, Any]:
         try:
             _checkpoints[path] = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:
-            raise ConfigError(f"ckpt_path={path}: not a checkpoint this app can read ({type(error).__name__})") from error
+            raise ConfigError(
+                f"ckpt_path={path}: not a checkpoint this app can read ({type(error).__name__})"
+            ) from error
     return _checkpoints[path]
 
 
@@ -289,7 +310,9 @@ def try_writing(cfg: DictConfig, key: str) -> None:
         probe.touch()
         probe.unlink()
     except OSError as error:
-        raise ConfigError(f"{key}={folder}: cannot write there ({error.strerror}); choose a writable folder") from None
+        raise ConfigError(
+            f"{key}={folder}: cannot write there ({error.strerror}); choose a writable folder"
+        ) from None
     if not existed and key == "hydra.run.dir":
         folder.rmdir()  # the run's own folder is made (exclusively) when it starts
 
@@ -317,13 +340,26 @@ class ExitStatus(Callback):
         """List the jobs whose `metrics.json` does not say `completed`; exit 1 (130) if any."""
         sweep_dir = Path(str(config.hydra.sweep.dir))
         jobs = [p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml")]
-        this_sweep = [job for job in jobs if (job / ".hydra" / "overrides.yaml").stat().st_mtime >= self.started - 1]
-        failed = {job: job_status(job) for job in sorted(this_sweep, key=lambda p: (len(p.name), p.name))}
-        failed = {job: status for job, status in failed.items() if status != "completed"}
+        this_sweep = [
+            job
+            for job in jobs
+            if (job / ".hydra" / "overrides.yaml").stat().st_mtime >= self.started - 1
+        ]
+        failed = {
+            job: job_status(job) for job in sorted(this_sweep, key=lambda p: (len(p.name), p.name))
+        }
+        failed = {job: status for job, status in failed.items() if status not in FINE}
         if not failed:
             return
-        listed = "; ".join(f"#{job.relative_to(sweep_dir)} ({overrides_of(job)}): {status}" for job, status in failed.items())
-        print(f"error: {len(failed)} of {len(this_sweep)} runs did not complete: {listed} (in {sweep_dir})", file=sys.stderr)
+        listed = "; ".join(
+            f"#{job.relative_to(sweep_dir)} ({overrides_of(job)}): {status}"
+            for job, status in failed.items()
+        )
+        print(
+            f"error: {len(failed)} of {len(this_sweep)} runs did not complete: {listed}"
+            f" (in {sweep_dir})",
+            file=sys.stderr,
+        )
         sys.exit(130 if "interrupted" in failed.values() else 1)
 
 
