@@ -113,14 +113,16 @@ def preflight(argv: Sequence[str]) -> list[str]:
     with hydra_compose_context():
         fixed = not_sweeps(args.overrides) if args.multirun else args.overrides
         base = compose_job(config_name, fixed, args.overrides)
-        jobs = job_overrides(base, args.overrides) if args.multirun else [list(args.overrides)]
-        for number, overrides in enumerate(jobs):
-            where = f" (multirun job #{number}: {' '.join(overrides)})" if args.multirun else ""
+        if not args.multirun:
+            check_checkpoint(base)
+        for number, overrides in enumerate(
+            job_overrides(base, args.overrides) if args.multirun else []
+        ):
             try:
-                cfg = compose_job(config_name, overrides, args.overrides)
-                check_checkpoint(cfg)
+                check_checkpoint(compose_job(config_name, overrides, args.overrides))
             except ConfigError as error:
-                raise ConfigError(f"{error}{where}") from None
+                where = f"multirun job #{number}: {' '.join(overrides)}"
+                raise ConfigError(f"{error} ({where})") from None
     if args.cfg == "hydra" and args.resolve:
         check_resolvable_alone(base)
     if args.multirun:
@@ -298,7 +300,7 @@ def check_plugins(cfg: DictConfig) -> None:
 
 
 def try_writing(cfg: DictConfig, key: str) -> None:
-    """Create the folder `key` names (Hydra will a moment later), or fail in one line."""
+    """Try creating the folder `key` names, and a file in it, or fail in one line."""
     try:
         folder = Path(str(OmegaConf.select(cfg, key)))
     except Exception:  # an interpolation only a running job can resolve (hydra:job.num...)
@@ -313,8 +315,8 @@ def try_writing(cfg: DictConfig, key: str) -> None:
         raise ConfigError(
             f"{key}={folder}: cannot write there ({error.strerror}); choose a writable folder"
         ) from None
-    if not existed and key == "hydra.run.dir":
-        folder.rmdir()  # the run's own folder is made (exclusively) when it starts
+    if not existed:  # Hydra makes its own a moment later: its `${now:}` may be a second on
+        folder.rmdir()
 
 
 # ---- exit status ---------------------------------------------------------------------------
