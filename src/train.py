@@ -1,30 +1,78 @@
 """`python src/train.py [key=value ...]`: one training run (the tutorial's by default).
 
-Thin entry point: compose and check the config with Hydra, train, exit with a status.
-User mistakes print one line and exit 2; a run that fails (non-finite loss) exits 1.
+A Hydra app: `-m` runs a grid (one folder per job under `hydra.sweep.dir`, any installed
+launcher), `--cfg job|hydra|all`, `--info`, `--help`, `--shell-completion` are Hydra's, and
+every run folder has Hydra's `.hydra/` record and a `train.log`.
+User mistakes print one line and exit 2, before anything is written (see
+`mlpsweep.hydra_app.preflight`); a run that fails (non-finite loss) exits 1, Ctrl-C 130.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
-from mlpsweep.cli import config_or_exit, fail
+import hydra
+from omegaconf import DictConfig
+
+from mlpsweep.cli import fail
+from mlpsweep.config import ConfigError
+
+log = logging.getLogger("mlpsweep.result")
+log_error = logging.getLogger("mlpsweep.error")
 
 
-def main(argv: list[str]) -> int:
-    cfg = config_or_exit(argv, usage=__doc__ or "")
+@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+def train_app(cfg: DictConfig) -> int:
+    """One run in the folder Hydra made; returns the exit status (see hydra_app.ExitStatus)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from mlpsweep.config import validate
+
+    logging.captureWarnings(True)  # the run's warnings go to its train.log too
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        cfg = validate(cfg)  # checked before launch too; a sweeper's proposals only here
+    except ConfigError as error:
+        log_error.error("%s", error)
+        return 2
     from mlpsweep.model import NonFiniteLossError
-    from mlpsweep.training import closing_line, new_run_dir, train
+    from mlpsweep.training import closing_line, train
 
-    run_dir = new_run_dir(Path(cfg.output_dir))
     try:
         result = train(cfg, run_dir)
     except NonFiniteLossError as error:
-        return fail(f"{error} (run folder kept for inspection: {run_dir})", code=1)
+        log_error.error("%s (run folder kept for inspection: %s)", error, run_dir)
+        return 1
     except KeyboardInterrupt as error:
-        return fail(f"{error or 'interrupted'}; the partial run is in {run_dir} (metrics.json status: interrupted)", code=130)
-    print(closing_line(result))
+        log_error.error(
+            "%s; the partial run is in %s (metrics.json status: interrupted)",
+            error or "interrupted",
+            run_dir,
+        )
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise  # Ctrl-C stops the whole multirun, not just this job
+        return 130
+    log.info("%s", closing_line(result))
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """Check the command line (one `error:` line, exit 2), then hand it to Hydra."""
+    from mlpsweep.hydra_app import preflight
+
+    try:
+        argv = preflight(argv)
+    except ConfigError as error:
+        return fail(str(error))
+    sys.argv = [sys.argv[0], *argv]
+    try:
+        train_app()
+    except KeyboardInterrupt:
+        return fail("interrupted: the multirun stopped; finished runs keep their folders", code=130)
     return 0
 
 

@@ -186,6 +186,7 @@ def test_hparams_keys_follow_the_schema():
         "logger.pictures",
         "quiet",
         "output_dir",
+        "ckpt_path",
         "sweep",
     }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # The metrics every run logs and records (members' means), in the order a person reads them:
@@ -97,6 +98,7 @@ class TrainSchema:
     seed: int = setting((lambda value: value >= 0, "an integer >= 0"))
     quiet: bool = setting(hyperparameter=False)
     output_dir: str = setting(hyperparameter=False)
+    ckpt_path: Optional[str] = setting(hyperparameter=False, default=None)  # noqa: UP045
     sweep: Any = setting(hyperparameter=False, default=None)
 
 
@@ -175,6 +177,9 @@ def describe_hydra_error(error: BaseException, overrides: Sequence[str] = ()) ->
     """Hydra's multi-line messages, reduced to one line that names the key."""
     cause = error.__cause__
     full_key = getattr(cause, "full_key", None)
+    if full_key and not isinstance(cause, (ConfigKeyError, ConfigAttributeError)):  # a wrong type
+        given = next((o for o in overrides if o.lstrip("+~").split("=", 1)[0] == full_key), full_key)
+        return f"{given}: {str(cause).splitlines()[0]}"
     if full_key:
         return unknown_key_message(full_key, overrides)
     first, *rest = str(error).strip().splitlines() or ["invalid override"]
@@ -182,10 +187,42 @@ def describe_hydra_error(error: BaseException, overrides: Sequence[str] = ()) ->
         options = [
             line.strip() for line in rest if line.startswith("\t") and "provider=" not in line
         ]
-        return f"{first.split(': ', 1)[-1]}; available: {', '.join(options) or 'none'}"
+        missing = first.split(": ", 1)[-1]
+        return plugin_hint(missing, options) or f"{missing}; available: {', '.join(options) or 'none'}"
     if "Error parsing override" in first and rest:
         return f"{first}: {rest[0]} (write key=value)"
     return first
+
+
+# Hydra plugins a user may name, and the package that provides each (Hydra's own list).
+PLUGIN_PACKAGES = {
+    "hydra/launcher": {
+        "joblib": "hydra-joblib-launcher",
+        "submitit_local": "hydra-submitit-launcher",
+        "submitit_slurm": "hydra-submitit-launcher",
+        "ray_aws": "hydra-ray-launcher",
+        "ray": "hydra-ray-launcher",
+        "rq": "hydra-rq-launcher",
+    },
+    "hydra/sweeper": {
+        "optuna": "hydra-optuna-sweeper",
+        "ax": "hydra-ax-sweeper",
+        "nevergrad": "hydra-nevergrad-sweeper",
+    },
+}
+
+
+def plugin_hint(missing: str, options: Sequence[str]) -> str | None:
+    """`hydra/launcher=joblib: not installed; pip install hydra-joblib-launcher`, or None."""
+    found = re.search(r"'(hydra/(?:launcher|sweeper))/([^']+)'", missing)
+    if not found:
+        return None
+    group, name = found.groups()
+    available = f"available: {', '.join(options) or 'none'}"
+    package = PLUGIN_PACKAGES[group].get(name)
+    if package:
+        return f"{group}={name}: not installed; pip install {package} ({available})"
+    return f"{group}={name}: no such {group.split('/')[1]}; {available}"
 
 
 def validate(cfg: DictConfig) -> DictConfig:

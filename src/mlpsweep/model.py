@@ -14,6 +14,7 @@ written to the logger in chunks, so the hot loop never waits on `.item()`.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -159,7 +160,29 @@ class MLP(pl.LightningModule):
 
     def on_train_start(self) -> None:
         self.raw_optimizer = self.optimizers().optimizer  # skip the wrapper in the hot loop
+        resumed = self.epoch_losses[: self.epochs_trained]  # a checkpoint's epochs, or none
         self.epoch_losses = torch.full((self.trainer.max_epochs, self.ensemble), math.nan)
+        if self.epochs_trained:
+            self.epoch_losses[: self.epochs_trained] = resumed
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The loss curve and validations so far: Lightning saves weights, optimizer and loops,
+        but this state lives outside them (the hot loop writes a buffer, not the logger)."""
+        checkpoint["mlpsweep"] = {
+            "epoch_losses": self.epoch_losses[: self.epochs_trained].clone(),
+            "val_history": list(self.val_history),
+            "member_metrics": dict(self.member_metrics),
+            "epochs_trained": self.epochs_trained,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A resumed run (`trainer.fit(ckpt_path=...)`) continues the curve it had."""
+        state = checkpoint.get("mlpsweep")
+        if state:
+            self.epoch_losses = state["epoch_losses"]
+            self.val_history = [tuple(entry) for entry in state["val_history"]]
+            self.member_metrics = dict(state["member_metrics"])
+            self.epochs_trained = int(state["epochs_trained"])
 
     def training_step(self, minibatches: Minibatches, batch_idx: int) -> None:
         """One epoch: the tutorial's minibatch loop over all members at once.

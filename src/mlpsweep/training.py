@@ -155,6 +155,8 @@ def train(
         HParamsLogger(hparams_of(cfg, searched_keys(cfg))),
         *extra_callbacks,
     ]
+    if cfg.trainer.checkpoint:  # Ctrl-C leaves checkpoints/last.ckpt to resume from (ckpt_path=)
+        callbacks.append(CheckpointOnInterrupt(run_dir / "checkpoints" / "last.ckpt"))
     if cfg.trainer.stop_at_val_acc is not None:
         callbacks.append(stop_when_fit(cfg.trainer.stop_at_val_acc, cfg.model.ensemble))
     if not cfg.quiet:
@@ -174,7 +176,7 @@ def train(
     )
     started = time.perf_counter()
     try:
-        fit_interruptible(trainer, model, datamodule)
+        fit_interruptible(trainer, model, datamodule, cfg.get("ckpt_path"))
     except BaseException as error:
         result = run_result(model, run_dir, time.perf_counter() - started)
         result.status, result.error = status_of(error), str(error) or type(error).__name__
@@ -183,6 +185,22 @@ def train(
     result = run_result(model, run_dir, time.perf_counter() - started)
     finish(cfg, trainer, fit_pictures.final_figure, model, result)
     return result
+
+
+class CheckpointOnInterrupt(pl.Callback):
+    """`checkpoints/last.ckpt` on Ctrl-C, to resume from with `ckpt_path=`; a diverged or
+    pruned run is not worth resuming. (Lightning's OnExceptionCheckpoint saves on any
+    exception and counts as a checkpoint callback, which turns on its `ckpt_path="last"`
+    guessing.) Ctrl-C lands mid-epoch, so a resumed run repeats that epoch from weights that
+    had some of its steps already; a run resumed from a finished run's checkpoint continues
+    exactly."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            trainer.save_checkpoint(self.path)
 
 
 def stop_when_fit(threshold: float, ensemble: int) -> EarlyStopping:
@@ -201,14 +219,16 @@ def stop_when_fit(threshold: float, ensemble: int) -> EarlyStopping:
     )
 
 
-def fit_interruptible(trainer: pl.Trainer, model: MLP, datamodule: PiecewiseDataModule) -> None:
-    """`trainer.fit`, but Ctrl-C stays a KeyboardInterrupt.
+def fit_interruptible(
+    trainer: pl.Trainer, model: MLP, datamodule: PiecewiseDataModule, ckpt_path: str | None = None
+) -> None:
+    """`trainer.fit` (resuming from `ckpt_path` if given), but Ctrl-C stays a KeyboardInterrupt.
 
     Lightning answers Ctrl-C with `sys.exit(1)` and ignores SIGINT from then on; a sweep
     worker must instead see the interrupt (to queue its trial again) and stay stoppable.
     """
     try:
-        trainer.fit(model, datamodule=datamodule)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     except SystemExit as error:
         if not isinstance(error.__context__, KeyboardInterrupt):
             raise
