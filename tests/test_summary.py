@@ -172,11 +172,14 @@ def test_command_line_prints_and_writes(real) -> None:
 
 
 def row(number: int, hidden: int, layers: int, members: list[float], state: str = "complete") -> TrialRow:
+    """A trial whose members all classify every training point right (train/acc 1), so the
+    fit rule judges them by val/acc alone."""
     from mlpsweep.model import parameter_count
 
+    train = [1.0] * len(members)
     return TrialRow(
         number=number, state=state, params={"model.hidden": hidden, "model.layers": layers},
-        values=[sum(members) / len(members)], metrics={}, members={"val/acc": members}, epochs=100,
+        values=[sum(members) / len(members)], metrics={}, members={"val/acc": members, "train/acc": train}, epochs=100,
         duration_s=1.0, parameter_count=parameter_count(hidden, layers), fail_reason="", reproduce="",
         host="", started=datetime.now(), completed=datetime.now(), folder=None,
     )
