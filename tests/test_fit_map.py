@@ -271,3 +271,15 @@ def test_a_repeat_is_marked_and_never_a_result_of_its_own(tmp_path: Path) -> Non
 def read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def test_the_threshold_moves_the_answer(tmp_path: Path) -> None:
+    cells = {(2, 1): Cell((0.995, 0.99, 0.98, 0.999)), (5, 1): Cell((0.99, 0.992, 0.999, 1.0))}
+    synthetic_study(tmp_path / "bar", cells, grid_space(6, 1))
+    winners = {}
+    for threshold in (0.98, 0.99, 0.9995):
+        summary, text = summarize_study(str(tmp_path / "bar"), threshold=threshold)
+        winner = summary.answer.winner
+        winners[threshold] = winner.row.params["model.hidden"] if winner else None
+    assert winners == {0.98: 2, 0.99: 5, 0.9995: None}
+    assert "None of the 2 trained architectures fit" in text
