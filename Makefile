@@ -11,10 +11,11 @@ STUDY ?=
 PORT ?= 6006
 TEST_ARGS ?=
 
-.PHONY: help install train sweep summary tensorboard dashboard test test-fast bench lint clean
+.PHONY: help install train sweep map summary tensorboard dashboard test test-fast bench lint clean
 
 help:
 	@echo "make sweep      Optuna search over model.hidden x model.layers (ARGS=..., WORKERS=N)"
+	@echo "make map        every architecture of sweep.space once (sweep=grid; ARGS=..., WORKERS=N)"
 	@echo "make test       the test suite"
 	@echo "make train      one run (the tutorial's by default; ARGS='model.hidden=10 model.layers=2')"
 	@echo "make summary    best-trial summary of the latest sweep (STUDY=name or folder)"
@@ -39,6 +40,9 @@ train: $(STAMP)
 
 sweep: $(STAMP)
 	$(PY) src/sweep.py $(if $(WORKERS),sweep.workers=$(WORKERS)) $(ARGS)
+
+map: $(STAMP)
+	$(PY) src/sweep.py sweep=grid $(if $(WORKERS),sweep.workers=$(WORKERS)) $(ARGS)
 
 summary: $(STAMP)
 	$(PY) src/summarize.py $(STUDY) $(ARGS)

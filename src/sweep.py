@@ -1,7 +1,8 @@
 """`python src/sweep.py [key=value ...]`: an Optuna search over the MLP's architecture.
 
 Sweep keys: sweep.study_name, sweep.storage, sweep.n_trials, sweep.workers, sweep.space,
-sweep.sampler, sweep.pruner, sweep.objectives; `sweep=pareto` for accuracy vs size.
+sweep.sampler, sweep.pruner, sweep.objectives; `sweep=pareto` for accuracy vs size,
+`sweep=grid` (make map) for every architecture of sweep.space once.
 Any training key (trainer.max_epochs=300, model.lr=0.05) applies to every trial.
 Running the same command again resumes the study up to sweep.n_trials finished trials.
 """

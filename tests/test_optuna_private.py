@@ -7,14 +7,14 @@ rather than deep inside a sweep.
 
 from __future__ import annotations
 
-import importlib
 import time
 import warnings
 
 import optuna
 from optuna.trial import TrialState
 
-from mlpsweep.sweep.optuna_private import heartbeat_thread, study_storage, trial_id
+from mlpsweep.sweep.optuna_private import grid_cells, study_storage, trial_id
+from mlpsweep.sweep.worker import TrialHeartbeats
 
 
 def sqlite_study(tmp_path, heartbeat_interval: int | None = None) -> optuna.Study:
@@ -25,14 +25,6 @@ def sqlite_study(tmp_path, heartbeat_interval: int | None = None) -> optuna.Stud
         grace_period=2 * heartbeat_interval if heartbeat_interval else None,
     )
     return optuna.create_study(storage=storage)
-
-
-def test_get_heartbeat_thread_is_where_optuna_keeps_it() -> None:
-    module = importlib.import_module("optuna.storages._heartbeat")
-    assert callable(getattr(module, "get_heartbeat_thread", None)), (
-        "optuna.storages._heartbeat.get_heartbeat_thread is gone: "
-        "update mlpsweep.sweep.optuna_private.heartbeat_thread"
-    )
 
 
 def test_a_trial_still_has_its_storage_id(tmp_path) -> None:
@@ -51,13 +43,44 @@ def test_a_study_still_has_its_storage(tmp_path) -> None:
     )
 
 
-def test_the_heartbeat_thread_keeps_a_running_trial_alive_and_stops_with_it(tmp_path) -> None:
+def test_a_batch_heartbeat_keeps_its_untold_trials_alive_and_lets_a_done_one_go_stale(
+    tmp_path,
+) -> None:
     study = sqlite_study(tmp_path, heartbeat_interval=1)  # stale after a 2 s silence
-    trial = study.ask()
-    with heartbeat_thread(trial, study_storage(study)):
+    kept, released = study.ask(), study.ask()
+    with TrialHeartbeats(study_storage(study), [kept, released]) as heartbeats:
         time.sleep(2.5)
         optuna.storages.fail_stale_trials(study)
-        assert study.trials[0].state == TrialState.RUNNING  # its heartbeat kept it alive
+        assert [t.state for t in study.trials] == [TrialState.RUNNING] * 2
+        heartbeats.done(released)  # told trials stop beating; the other one keeps going
+        time.sleep(2.5)
+        optuna.storages.fail_stale_trials(study)
+        assert [t.state for t in study.trials] == [TrialState.RUNNING, TrialState.FAIL]
     time.sleep(2.5)
     optuna.storages.fail_stale_trials(study)
-    assert study.trials[0].state == TrialState.FAIL  # silent since the thread stopped: stale
+    assert study.trials[0].state == TrialState.FAIL  # silent since the batch ended: stale
+
+
+def test_grid_sampler_keeps_its_cells_in_all_grids_in_sorted_name_order() -> None:
+    sampler = optuna.samplers.GridSampler({"b": [1, 2], "a": ["x", "y", "z"]}, seed=1)
+    cells = getattr(sampler, "_all_grids", None)
+    assert isinstance(cells, list), (
+        "optuna.samplers.GridSampler._all_grids is gone: "
+        "update mlpsweep.sweep.optuna_private.grid_cells"
+    )
+    assert grid_cells(sampler) is cells
+    # each cell's values follow the sorted parameter names: (a, b)
+    assert sorted(cells) == [(a, b) for a in ("x", "y", "z") for b in (1, 2)]
+
+
+def test_grid_sampler_gives_trial_n_the_nth_cell_of_all_grids() -> None:
+    sampler = optuna.samplers.GridSampler({"a": [1, 2, 3], "b": [10, 20]}, seed=1)
+    wanted = sorted(grid_cells(sampler), reverse=True)
+    grid_cells(sampler)[:] = wanted
+    study = optuna.create_study(sampler=sampler)
+    for cell in wanted:  # asked, not told: GridSampler's last tell would call study.stop()
+        trial = study.ask()
+        assert (trial.suggest_int("a", 1, 3), trial.suggest_int("b", 10, 20)) == cell, (
+            "GridSampler no longer maps trial n to _all_grids[n]: "
+            "update mlpsweep.sweep.grid.OrderedGridSampler"
+        )

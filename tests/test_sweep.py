@@ -235,8 +235,11 @@ def test_two_workers_on_postgresql_give_exactly_n_trials(tmp_path: Path, postgre
 
 
 @pytest.mark.slow
-def test_worker_killed_mid_trial_is_retried_after_restart(tmp_path: Path) -> None:
-    """SIGKILL a worker in the middle of a trial; the same command again completes the study."""
+def test_worker_killed_mid_batch_has_every_trial_of_its_batch_retried_after_restart(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL a worker in the middle of its batch; the same command again completes the study,
+    each of the dead batch's trials retried exactly once with its own parameters."""
     args = sweep_overrides(
         tmp_path, "sweep.n_trials=2", "sweep.heartbeat_interval=1", "sweep.grace_period=2",
         "trainer.max_epochs=3000", "trainer.val_every=500", "sweep/pruner=none",
@@ -245,25 +248,30 @@ def test_worker_killed_mid_trial_is_retried_after_restart(tmp_path: Path) -> Non
     worker = subprocess.Popen([sys.executable, SWEEP_SCRIPT, *args], cwd=REPO_ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        running = wait_for_running_trial(storage, timeout=120)
+        wait_for_running_trial(storage, timeout=120)
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait(timeout=30)
     finally:
         if worker.poll() is None:
             worker.kill()
-    time.sleep(3)  # past the grace period: the trial's heartbeat is stale
+    killed_numbers = [
+        t.number for t in optuna.load_study(study_name="mlp_arch", storage=storage).get_trials()
+        if t.state == TrialState.RUNNING
+    ]
+    assert len(killed_numbers) == 2, "both trials of the budget were asked as one batch"
+    time.sleep(3)  # past the grace period: the trials' heartbeat is stale
     shorter = [a for a in args if not a.startswith("trainer.max_epochs")] + ["trainer.max_epochs=60"]
     result = run_sweep_script(*shorter)
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name="mlp_arch", storage=storage)
     trials = study.get_trials()
-    killed = trials[running]
-    assert killed.state == TrialState.FAIL
-    retries = [t for t in trials if t.system_attrs.get("failed_trial") == running]
-    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
-    assert retries[0].params == killed.params
+    for number in killed_numbers:
+        assert trials[number].state == TrialState.FAIL
+        retries = [t for t in trials if t.system_attrs.get("failed_trial") == number]
+        assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+        assert retries[0].params == trials[number].params
     counts = state_counts(trials)
-    assert counts["complete"] == 2 and counts["retried"] == 1 and budget_used(trials) == 2
+    assert counts["complete"] == 2 and counts["retried"] == 2 and budget_used(trials) == 2
 
 
 def wait_for_running_trial(storage: str, timeout: float) -> int:

@@ -5,6 +5,7 @@ One concern per module, imported in this order (arrows one way):
 - `settings`: `conf/sweep/*.yaml` typed and checked into `SweepSettings`;
 - `trial_states`: the state vocabulary the sweep counts with and the summary shows;
 - `optuna_private`: the few private Optuna calls, each named and guarded by a test;
+- `grid`: `sweep/sampler=grid`, Optuna's GridSampler over `sweep.space` in a fixed order;
 - `optuna_setup`: storage, study, sampler and pruner built from the settings;
 - `trial_config`: a trial's overrides, reproduce command, fingerprint, twin reuse;
 - `trial`: one trial, trained and turned into an Optuna state;

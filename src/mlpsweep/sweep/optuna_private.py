@@ -2,8 +2,9 @@
 
 The sweep runs its own ask -> train -> tell loop (so it can count the budget under a lock),
 which is what `Study.optimize` does internally; Optuna's public API has no hook for the
-heartbeat or the trial id that loop needs. Each function below names where Optuna itself
-does the same, and `tests/test_optuna_private.py` fails loudly when an upgrade moves one.
+trial id that loop needs, nor for the order in which `GridSampler` walks
+its grid. Each function below names where Optuna itself does the same, and
+`tests/test_optuna_private.py` fails loudly when an upgrade moves one.
 """
 
 from __future__ import annotations
@@ -11,18 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
+from optuna.samplers import GridSampler
 from optuna.storages import BaseStorage
-
-
-def heartbeat_thread(trial: optuna.Trial, storage: BaseStorage) -> Any:
-    """A context manager that records the trial's heartbeat while the trial trains.
-
-    Optuna does the same in `optuna/study/_optimize.py` (`_run_trial`):
-    `with get_heartbeat_thread(trial._trial_id, study._storage): ...`.
-    """
-    from optuna.storages._heartbeat import get_heartbeat_thread
-
-    return get_heartbeat_thread(trial_id(trial), storage)
 
 
 def trial_id(trial: optuna.Trial) -> int:
@@ -40,3 +31,14 @@ def study_storage(study: optuna.Study) -> BaseStorage:
     (`fail_stale_trials`) and `optuna/study/_optimize.py` (`_run_trial`).
     """
     return study._storage
+
+
+def grid_cells(sampler: GridSampler) -> list[tuple[Any, ...]]:
+    """The sampler's own list of grid cells (not a copy), to reorder in place.
+
+    `GridSampler.__init__` builds `self._all_grids` as the product of the value lists in
+    sorted parameter-name order and shuffles it with its seed; `before_trial` then gives
+    trial number n (while n < the grid's size) the cell `self._all_grids[n]`, and
+    `sample_independent` reads each value from it. Optuna has no public way to set the order.
+    """
+    return sampler._all_grids

@@ -15,7 +15,8 @@ import optuna
 
 from mlpsweep.config import METRICS, ConfigError
 from mlpsweep.storage import StorageError, open_rdb
-from mlpsweep.sweep.settings import PRUNERS, SAMPLERS, SweepSettings
+from mlpsweep.sweep.grid import check_study_grid, grid_sampler
+from mlpsweep.sweep.settings import GRID_SAMPLER, PRUNERS, SAMPLERS, SweepSettings
 
 
 def open_sweep_storage(settings: SweepSettings) -> optuna.storages.RDBStorage:
@@ -61,6 +62,8 @@ def load_or_create_study(
         )
     if not study.metric_names:
         study.set_metric_names([objective.metric for objective in settings.objectives])
+    if settings.sampler["name"] == GRID_SAMPLER:
+        check_study_grid(study, settings)
     return study
 
 
@@ -77,7 +80,13 @@ def worker_study(
 
 
 def make_sampler(settings: SweepSettings, worker_index: int) -> optuna.samplers.BaseSampler:
-    """The configured sampler; each worker gets its own seed so they do not propose alike."""
+    """The configured sampler; each worker gets its own seed so they do not propose alike.
+
+    The grid is the exception: it takes no seed, since all workers (and launchers) of a grid
+    study must walk the same order for trial n to mean the same cell everywhere.
+    """
+    if settings.sampler["name"] == GRID_SAMPLER:
+        return grid_sampler(settings)
     kwargs = {key: value for key, value in settings.sampler.items() if key != "name"}
     if kwargs.get("seed") is not None:
         kwargs["seed"] = int(kwargs["seed"]) + worker_index

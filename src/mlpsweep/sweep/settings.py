@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -37,7 +39,10 @@ SAMPLERS = {
     "qmc": "QMCSampler",
     "gp": "GPSampler",
     "cmaes": "CmaEsSampler",
+    "grid": "GridSampler",  # built by mlpsweep.sweep.grid from sweep.space, not from arguments
 }
+GRID_SAMPLER = "grid"
+GRID_LIMIT = 10_000  # cells; the full default map is 256
 PRUNERS = {
     "median": "MedianPruner",
     "percentile": "PercentilePruner",
@@ -55,8 +60,9 @@ class SweepSchema:
 
     study_name: str = MISSING
     storage: Optional[str] = None  # noqa: UP045 (OmegaConf's schema needs typing.Optional)
-    n_trials: int = MISSING
+    n_trials: Optional[int] = MISSING  # noqa: UP045 (null: the grid's size, grid sampler only)
     workers: int = MISSING
+    batch: int = MISSING
     output_dir: str = MISSING
     objectives: Any = None
     space: Any = None
@@ -71,8 +77,9 @@ Check = tuple[str, Callable[[Any], bool], str]
 
 RANGE_CHECKS: tuple[Check, ...] = (
     ("study_name", lambda name: bool(name) and "/" not in name, "a non-empty name without '/'"),
-    ("n_trials", lambda count: count >= 1, "an integer >= 1"),
+    ("n_trials", lambda count: count is None or count >= 1, "an integer >= 1"),
     ("workers", lambda count: count >= 1, "an integer >= 1"),
+    ("batch", lambda count: count >= 1, "an integer >= 1 (1 = one trial at a time)"),
     ("heartbeat_interval", lambda seconds: seconds >= 1, "an integer >= 1"),
     ("grace_period", lambda seconds: seconds >= 1, "an integer >= 1"),
     ("max_retry", lambda count: count >= 0, "an integer >= 0"),
@@ -108,6 +115,38 @@ class ParamSpec:
             )
         return trial.suggest_categorical(self.path, list(self.choices))
 
+    def grid_count(self) -> int:
+        """How many values `grid_values` gives, counted without listing them (a tiny float
+        step must fail the size check, not fill the memory)."""
+        if self.kind == "categorical":
+            return len(self.choices)
+        low, high, step = self._grid_axis()
+        return int((high - low) // step) + 1
+
+    def grid_values(self) -> tuple[Any, ...]:
+        """Every value a grid trains: an int every integer of [low, high] (by `step` if
+        given; `log` only shapes sampling, so a grid ignores it), a float low..high by its
+        `step` as exact decimals (0.1 + 0.2 is 0.3 here), a categorical its choices."""
+        if self.kind == "categorical":
+            return self.choices
+        low, _, step = self._grid_axis()
+        cast = int if self.kind == "int" else float
+        return tuple(cast(low + index * step) for index in range(self.grid_count()))
+
+    def _grid_axis(self) -> tuple[Decimal, Decimal, Decimal]:
+        where = f"sweep.space.{self.path}"
+        if self.step is None and self.kind == "float":
+            raise ConfigError(
+                f"{where}: a grid over a float needs a step, e.g. {where}.step=0.01 "
+                f"(low={self.low}, high={self.high})"
+            )
+        step = 1 if self.step is None else self.step
+        valid = isinstance(step, int | float) and not isinstance(step, bool) and step > 0
+        if not valid or (self.kind == "int" and not float(step).is_integer()):
+            kind = "an integer" if self.kind == "int" else "a number"
+            raise ConfigError(f"{where}.step={step!r}: must be {kind} > 0")
+        return Decimal(str(self.low)), Decimal(str(self.high)), Decimal(str(step))
+
 
 @dataclass(frozen=True)
 class SweepSettings:
@@ -116,6 +155,7 @@ class SweepSettings:
     study_dir: Path
     n_trials: int
     workers: int
+    batch: int
     objectives: tuple[Objective, ...]
     space: tuple[ParamSpec, ...]
     sampler: dict[str, Any]
@@ -140,7 +180,9 @@ class SweepSettings:
 def parse_settings(cfg: DictConfig) -> SweepSettings:
     """Check `cfg.sweep` and resolve defaults; every problem is one ConfigError line."""
     if cfg.get("sweep") is None:
-        raise ConfigError("sweep: no sweep config selected (use sweep=default or sweep=pareto)")
+        raise ConfigError(
+            "sweep: no sweep config selected (use sweep=default, sweep=pareto or sweep=grid)"
+        )
     sweep = typed_sweep(cfg.sweep)
     study_dir = Path(sweep.output_dir) / sweep.study_name
     storage = sweep.storage or f"sqlite:///{(study_dir / 'study.db').resolve()}"
@@ -150,15 +192,18 @@ def parse_settings(cfg: DictConfig) -> SweepSettings:
             f"sweep.heartbeat_interval={sweep.heartbeat_interval}"
         )
     _check_storage_url(storage)
+    space = parse_space(cfg, sweep.space)
+    sampler = _plain_dict(sweep.sampler, "sweep.sampler", SAMPLERS)
     return SweepSettings(
         study_name=sweep.study_name,
         storage_url=storage,
         study_dir=study_dir,
-        n_trials=sweep.n_trials,
+        n_trials=resolve_n_trials(sweep.n_trials, space, sampler),
         workers=sweep.workers,
+        batch=sweep.batch,
         objectives=parse_objectives(sweep.objectives),
-        space=parse_space(cfg, sweep.space),
-        sampler=_plain_dict(sweep.sampler, "sweep.sampler", SAMPLERS),
+        space=space,
+        sampler=sampler,
         pruner=_plain_dict(sweep.pruner, "sweep.pruner", PRUNERS),
         heartbeat_interval=sweep.heartbeat_interval,
         grace_period=sweep.grace_period,
@@ -221,6 +266,50 @@ def _plain_dict(node: Any, key: str, known: dict[str, str]) -> dict[str, Any]:
         name = settings.get("name") if isinstance(settings, dict) else node
         raise ConfigError(f"{key}.name={name!r}: must be one of {', '.join(known)}")
     return settings
+
+
+def resolve_n_trials(
+    n_trials: int | None, space: tuple[ParamSpec, ...], sampler: dict[str, Any]
+) -> int:
+    """The budget: a grid's defaults to its size (null), may be narrowed, never exceeded
+    (the extra trials would train cells twice); other samplers need a number."""
+    if sampler["name"] != GRID_SAMPLER:
+        if n_trials is None:
+            raise ConfigError(
+                f"sweep.n_trials=null: null means the grid's size, only with "
+                f"sweep/sampler={GRID_SAMPLER}; sweep/sampler={sampler['name']} needs an "
+                "integer >= 1"
+            )
+        return n_trials
+    arguments = sorted(key for key in sampler if key != "name")
+    if arguments:
+        raise ConfigError(
+            f"sweep.sampler.{arguments[0]}: the grid sampler takes no arguments (its order is "
+            "fixed, so every worker walks the same grid)"
+        )
+    size = grid_size(space)
+    if n_trials is not None and n_trials > size:
+        raise ConfigError(
+            f"sweep.n_trials={n_trials}: larger than the grid's {size} cells "
+            f"({grid_shape(space)}); leave it null to train the whole grid"
+        )
+    return size if n_trials is None else n_trials
+
+
+def grid_size(space: tuple[ParamSpec, ...]) -> int:
+    """The number of cells a grid over `space` trains; over `GRID_LIMIT` is refused."""
+    size = math.prod(spec.grid_count() for spec in space)
+    if size > GRID_LIMIT:
+        raise ConfigError(
+            f"sweep.space: the grid {grid_shape(space)} has {size:,} cells, over the "
+            f"{GRID_LIMIT:,} allowed; narrow a key's low/high or give it a larger step"
+        )
+    return size
+
+
+def grid_shape(space: tuple[ParamSpec, ...]) -> str:
+    """`model.hidden 64 x model.layers 4`: each key with its number of values."""
+    return " x ".join(f"{spec.path} {spec.grid_count()}" for spec in space)
 
 
 def parse_objectives(node: Any) -> tuple[Objective, ...]:

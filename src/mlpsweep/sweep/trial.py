@@ -1,24 +1,26 @@
-"""One trial: compose its config, train it in its own folder, and say how it ended.
+"""One trial's life outside the training itself: its config, its folder, how it ended.
 
 A trial's crash must not end the sweep, so every outcome becomes an Optuna state (complete,
 pruned, failed with its reason kept in `fail_reason`); only Ctrl-C escapes. What the
 summary needs later (epochs, parameter count, metrics) is copied into the trial's user
-attributes, so it survives when the trial folder is on another machine.
+attributes, so it survives when the trial folder is on another machine. The training is
+`sweep.batch`'s: a trial is always trained as a member of a batch, of one or more trials.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import socket
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+from omegaconf import DictConfig
 from optuna.trial import TrialState
 
 from mlpsweep.config import ConfigError, compose
-from mlpsweep.sweep.optuna_setup import pruning_enabled
 from mlpsweep.sweep.settings import PARAMETER_COUNT, SweepSettings
 from mlpsweep.sweep.trial_config import (
     completed_twin,
@@ -27,6 +29,18 @@ from mlpsweep.sweep.trial_config import (
     reuse_twin,
     trial_overrides,
 )
+
+Outcome = tuple[TrialState, "list[float] | None"]
+
+
+@dataclass
+class PreparedTrial:
+    """A trial whose config composed and that needs training: what the batch trains."""
+
+    trial: optuna.Trial
+    cfg: DictConfig
+    fingerprint: str
+    run_dir: Path | None = None
 
 
 def trial_dir(settings: SweepSettings, number: int) -> Path:
@@ -38,48 +52,47 @@ def trial_dir(settings: SweepSettings, number: int) -> Path:
     return folder
 
 
-def run_trial(
+def prepare(
     trial: optuna.Trial, settings: SweepSettings, base_overrides: Sequence[str]
-) -> tuple[TrialState, list[float] | None]:
-    """Compose the trial's config, train it, and say how it ended (never raises but Ctrl-C)."""
-    from optuna_integration import PyTorchLightningPruningCallback
+) -> PreparedTrial | Outcome:
+    """Sample the trial's parameters and compose its config; an outcome if no training is due.
 
-    from mlpsweep.model import NonFiniteLossError
-    from mlpsweep.training import train
-
+    A config the schema rejects fails the trial; a config already completed by another
+    trial (training is seeded and deterministic) reuses that twin's result.
+    """
     params = {spec.path: spec.suggest(trial) for spec in settings.space}
     trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", os.getpid())
     try:
         cfg = compose(trial_overrides(base_overrides, params))
     except ConfigError as error:
-        return _failed(trial, f"config rejected: {error}")
+        return failed(trial, f"config rejected: {error}")
     trial.set_user_attr("reproduce", reproduce_command(cfg))
     fingerprint = config_fingerprint(cfg)
     trial.set_user_attr("config_fingerprint", fingerprint)
     twin = completed_twin(trial.study, fingerprint)
     if twin is not None:
         return reuse_twin(trial, twin)
-    run_dir = trial_dir(settings, trial.number)
-    trial.set_user_attr("run_dir", str(run_dir.resolve()))
-    first_metric = settings.objectives[0].metric
-    callbacks = (
-        [PyTorchLightningPruningCallback(trial, monitor=first_metric)]
-        if pruning_enabled(settings)
-        else []
-    )
-    try:
-        result = train(
-            cfg, run_dir, extra_callbacks=callbacks, progress_label=f"trial {trial.number}"
-        )
-    except optuna.TrialPruned:
-        _record_run(trial, run_dir)
+    return PreparedTrial(trial, cfg, fingerprint)
+
+
+def open_folder(prepared: PreparedTrial, settings: SweepSettings) -> Path:
+    """Create the trial's folder and record it in the trial, just before training."""
+    prepared.run_dir = trial_dir(settings, prepared.trial.number)
+    prepared.trial.set_user_attr("run_dir", str(prepared.run_dir.resolve()))
+    return prepared.run_dir
+
+
+def outcome_of(trial: optuna.Trial, result: object, settings: SweepSettings) -> Outcome:
+    """The Optuna state and values of a trained trial, from its `training.RunResult`."""
+    from mlpsweep.training import RunResult
+
+    assert isinstance(result, RunResult)
+    record_run(trial, result)
+    if result.status == "pruned":
         return TrialState.PRUNED, None
-    except NonFiniteLossError as error:
-        _record_run(trial, run_dir)
-        return _failed(trial, str(error))
-    except Exception as error:  # a trial's crash must not end the sweep; its reason is kept
-        return _failed(trial, f"{type(error).__name__}: {error}")
-    _record_run(trial, run_dir)
+    if result.status != "completed":
+        return failed(trial, result.error or result.status)
     values = [
         float(result.parameter_count)
         if objective.metric == PARAMETER_COUNT
@@ -89,22 +102,22 @@ def run_trial(
     return TrialState.COMPLETE, values
 
 
-def _failed(trial: optuna.Trial, reason: str) -> tuple[TrialState, None]:
+def failed(trial: optuna.Trial, reason: str) -> Outcome:
     trial.set_user_attr("fail_reason", reason)
     return TrialState.FAIL, None
 
 
-def _record_run(trial: optuna.Trial, run_dir: Path) -> None:
-    """Copy the run's metrics.json essentials into the trial, for the summary and plots."""
-    path = run_dir / "metrics.json"
-    if not path.exists():
-        return
-    data = json.loads(path.read_text())
-    trial.set_user_attr("epochs", data["epochs"])
-    trial.set_user_attr("parameter_count", data["parameter_count"])
-    trial.set_user_attr("duration_s", data["duration_s"])
+def record_run(trial: optuna.Trial, result: object) -> None:
+    """Copy the run's essentials (metrics.json's, without members) into the trial's attributes,
+    for the summary and plots."""
+    from mlpsweep.training import RunResult
+
+    assert isinstance(result, RunResult)
+    trial.set_user_attr("epochs", result.epochs)
+    trial.set_user_attr("parameter_count", result.parameter_count)
+    trial.set_user_attr("duration_s", result.duration_s)
     without_members = {
-        key: {stat: value for stat, value in summary.items() if stat != "members"}
-        for key, summary in data["metrics"].items()
+        key: {"mean": summary.mean, "min": summary.min, "max": summary.max, "std": summary.std}
+        for key, summary in result.metrics.items()
     }
     trial.set_user_attr("metrics", without_members)

@@ -1,0 +1,346 @@
+"""Many trials' MLPs trained as one network: the per-operation overhead is paid once per batch.
+
+A trial is (hidden, layers, ensemble K, seed); its K members become members of one batched
+network, as `MLP` already does for one trial's ensemble. Trials of equal depth share one
+*depth group*: every hidden layer is padded to the group's widest trial, and after each
+hidden sigmoid a unit mask (1 for a trial's real units, 0 for padding) zeroes the padded
+units' outputs. A padded unit then feeds nothing forward and receives no gradient, so
+every gradient reaching a padded weight is exactly 0; Adam is elementwise (zero gradient
+and zero state give a zero update), so padded weights, which start at exactly 0, stay 0.
+The cost is arithmetic on zeros, which is cheap at these widths next to kernel launches.
+
+No Lightning here: a batch of trials, each with its own exits, is a small hand-written loop
+(see `batch_training`); Lightning keeps driving single runs. The minibatch loop, the loss
+and its gradient are `MLP.training_step`'s, so each member trains exactly as it would alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mlpsweep.data import Minibatches
+from mlpsweep.model import MLP
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """What makes a trial's network: its architecture, ensemble size and seed."""
+
+    hidden: int
+    layers: int
+    ensemble: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class EpochLosses:
+    """One epoch's result: the mean loss of every member still in the batch (batch order),
+    and the trials whose probabilities became NaN during it (already removed)."""
+
+    losses: torch.Tensor
+    diverged: tuple[int, ...]
+
+
+def width_dims(layer: int, depth: int, weight: bool) -> tuple[int, ...]:
+    """The dimensions of layer `layer`'s weight (K, in, out) or bias (K, 1, out) that run over
+    hidden units: `in` unless it is the input layer, `out` unless it is the output layer."""
+    dims = []
+    if weight and layer > 0:
+        dims.append(1)
+    if layer < depth:
+        dims.append(2)
+    return tuple(dims)
+
+
+def pad_to(tensor: torch.Tensor, dims: tuple[int, ...], width: int) -> torch.Tensor:
+    """`tensor` grown to `width` along `dims`, the new entries exactly zero."""
+    shape = list(tensor.shape)
+    for dim in dims:
+        shape[dim] = width
+    padded = tensor.new_zeros(shape)
+    padded[tuple(slice(0, size) for size in tensor.shape)] = tensor
+    return padded
+
+
+def narrow(tensor: torch.Tensor, rows: torch.Tensor, dims: tuple[int, ...], width: int) -> torch.Tensor:
+    """The members `rows` of `tensor`, cut to `width` along `dims` (a fresh, contiguous copy)."""
+    kept = tensor.index_select(0, rows)
+    for dim in dims:
+        kept = kept.narrow(dim, 0, width)
+    return kept.contiguous()
+
+
+def initial_members(spec: TrialSpec) -> MLP:
+    """The trial's members drawn exactly as a run alone draws them (`training.build`):
+    seed everything, then construct the MLP (the data module in between draws nothing).
+    Only the architecture shapes the draws; the batch's optimizer has the learning rate."""
+    pl.seed_everything(spec.seed, workers=False, verbose=False)
+    return MLP(
+        hidden=spec.hidden, layers=spec.layers, ensemble=spec.ensemble, lr=0.0, fused_adam=False
+    )
+
+
+class DepthGroup(nn.Module):
+    """The trials of one depth, padded to the widest: weights (M, in, out), biases (M, 1, out),
+    M = all members of its trials, trial by trial, member by member."""
+
+    def __init__(self, depth: int, trials: Sequence[tuple[int, TrialSpec, MLP]]) -> None:
+        super().__init__()
+        self.depth = depth
+        self.trial_ids = [trial_id for trial_id, _, _ in trials]
+        self.hidden = [spec.hidden for _, spec, _ in trials]
+        self.members = [spec.ensemble for _, spec, _ in trials]
+        self.width = max(self.hidden)
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for layer in range(depth + 1):
+            for target, source, is_weight in ((self.weights, "weights", True), (self.biases, "biases", False)):
+                dims = width_dims(layer, depth, is_weight)
+                drawn = [pad_to(getattr(mlp, source)[layer].detach(), dims, self.width) for _, _, mlp in trials]
+                target.append(nn.Parameter(torch.cat(drawn)))
+        self.register_buffer("mask", self.unit_mask(), persistent=False)
+
+    def unit_mask(self) -> torch.Tensor:
+        """(M, 1, width): 1 for each member's real units, 0 for its padding."""
+        units = torch.arange(self.width)
+        rows = [
+            (units < hidden).to(torch.float32).expand(members, -1)
+            for hidden, members in zip(self.hidden, self.members, strict=True)
+        ]
+        return torch.cat(rows).unsqueeze(1)
+
+    @property
+    def size(self) -> int:
+        return sum(self.members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, 1) -> (M, N, 1), as `model.propagate` plus the mask after each hidden layer."""
+        h = x.expand(self.size, -1, -1)
+        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            h = torch.sigmoid(torch.baddbmm(bias, h, weight))
+            if layer < self.depth:
+                h = h * self.mask
+        return h
+
+    def rows(self, trial_id: int) -> slice:
+        """The trial's members within this group."""
+        at = self.trial_ids.index(trial_id)
+        start = sum(self.members[:at])
+        return slice(start, start + self.members[at])
+
+    def trial_state_dict(self, trial_id: int) -> dict[str, torch.Tensor]:
+        """The trial's weights unpadded, under MLP's keys and in MLP's shapes."""
+        rows, hidden = self.rows(trial_id), self.hidden[self.trial_ids.index(trial_id)]
+        state = {}
+        for layer in range(self.depth + 1):
+            for name, params, is_weight in (("weights", self.weights, True), ("biases", self.biases, False)):
+                tensor = params[layer].detach()[rows]
+                for dim in width_dims(layer, self.depth, is_weight):
+                    tensor = tensor.narrow(dim, 0, hidden)
+                state[f"{name}.{layer}"] = tensor.clone()
+        return state
+
+    def keep(self, leaving: set[int], optimizer_state: dict[nn.Parameter, dict]) -> bool:
+        """Drop the `leaving` trials' members from the parameters and their Adam state, and
+        shrink the padding to the widest trial left. False when no trial is left."""
+        kept = [i for i, trial_id in enumerate(self.trial_ids) if trial_id not in leaving]
+        if not kept:
+            return False
+        starts = [sum(self.members[:i]) for i in range(len(self.members))]
+        rows = torch.cat([torch.arange(starts[i], starts[i] + self.members[i]) for i in kept])
+        self.trial_ids = [self.trial_ids[i] for i in kept]
+        self.hidden = [self.hidden[i] for i in kept]
+        self.members = [self.members[i] for i in kept]
+        self.width = max(self.hidden)
+        # New Parameter objects rather than a shape change under `.data`: autograd caches a
+        # leaf's shape in its gradient accumulator, which a live graph would keep stale.
+        self.weights = self.narrowed(self.weights, True, rows, optimizer_state)
+        self.biases = self.narrowed(self.biases, False, rows, optimizer_state)
+        self.mask = self.unit_mask()
+        return True
+
+    def narrowed(
+        self, params: nn.ParameterList, weights: bool, rows: torch.Tensor, optimizer_state: dict[nn.Parameter, dict]
+    ) -> nn.ParameterList:
+        """`params` cut to `rows` and the current width; their Adam state moves with them."""
+        kept = nn.ParameterList()
+        for layer, param in enumerate(params):
+            dims = width_dims(layer, self.depth, weights)
+            kept.append(nn.Parameter(narrow(param.detach(), rows, dims, self.width)))
+            state = optimizer_state.pop(param, None)
+            if state is not None:  # `step` is shared: every trial of a batch started together
+                optimizer_state[kept[-1]] = {
+                    key: narrow(value, rows, dims, self.width) if key in ("exp_avg", "exp_avg_sq") else value
+                    for key, value in state.items()
+                }
+        return kept
+
+
+class BatchedMLP(nn.Module):
+    """Several trials' ensembles as one network with one Adam; trials are numbered by their
+    position in `trials`, and keep that number while others leave."""
+
+    def __init__(self, trials: Sequence[TrialSpec], lr: float, fused_adam: bool = True) -> None:
+        super().__init__()
+        if not trials:
+            raise ValueError("a batch needs at least one trial")
+        self.specs = list(trials)
+        self.lr, self.fused_adam = lr, fused_adam
+        drawn = [(trial_id, spec, initial_members(spec)) for trial_id, spec in enumerate(self.specs)]
+        self.groups = nn.ModuleList(
+            DepthGroup(depth, [t for t in drawn if t[1].layers == depth])
+            for depth in sorted({spec.layers for spec in self.specs})
+        )
+        firsts = torch.tensor([0] + [spec.ensemble for spec in self.specs]).cumsum(0).tolist()
+        self.first_member = firsts[:-1]  # a trial's first member id, in the original trial order
+        self.optimizer: torch.optim.Adam | None = self.new_optimizer({})
+        self._gradients: dict[int, torch.Tensor] = {}
+        self.member_ids = self.current_member_ids()
+
+    # ---- who is where ----------------------------------------------------------------
+
+    @property
+    def active_trials(self) -> list[int]:
+        """Trials still in the batch, in batch order (by depth, then by number)."""
+        return [trial_id for group in self.groups for trial_id in group.trial_ids]
+
+    @property
+    def members(self) -> int:
+        return sum(group.size for group in self.groups)
+
+    def current_member_ids(self) -> torch.Tensor:
+        """For each member in batch order, its id in the original order: trial by trial,
+        member by member, ids [first_member[t], first_member[t] + K)."""
+        ids = [
+            torch.arange(self.first_member[trial_id], self.first_member[trial_id] + members)
+            for group in self.groups
+            for trial_id, members in zip(group.trial_ids, group.members, strict=True)
+        ]
+        return torch.cat(ids) if ids else torch.zeros(0, dtype=torch.long)
+
+    def group_of(self, trial_id: int) -> DepthGroup:
+        for group in self.groups:
+            if trial_id in group.trial_ids:
+                return group
+        raise KeyError(f"trial {trial_id} is not in the batch")
+
+    def trial_rows(self, trial_id: int) -> slice:
+        """The trial's members in batch order (rows of `forward`'s and `train_epoch`'s output)."""
+        offset = 0
+        for group in self.groups:
+            if trial_id in group.trial_ids:
+                rows = group.rows(trial_id)
+                return slice(offset + rows.start, offset + rows.stop)
+            offset += group.size
+        raise KeyError(f"trial {trial_id} is not in the batch")
+
+    def trial_state_dict(self, trial_id: int) -> dict[str, torch.Tensor]:
+        """The trial's own weights, unpadded: loadable by `MLP.load_state_dict`."""
+        return self.group_of(trial_id).trial_state_dict(trial_id)
+
+    # ---- computing ---------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, 1), already standardised -> probabilities (M, N, 1) in batch order."""
+        outputs = [group(x) for group in self.groups]
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+    def new_optimizer(self, carried: dict[nn.Parameter, dict]) -> torch.optim.Adam:
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, fused=self.fused_adam)
+        for param in self.parameters():
+            if param in carried:
+                optimizer.state[param] = carried[param]
+        return optimizer
+
+    def gradient(self, points: int) -> torch.Tensor:
+        """1/n per member: the gradient of the members' mean losses, made once per size."""
+        if points not in self._gradients:
+            self._gradients[points] = torch.full((self.members,), 1.0 / points)
+        return self._gradients[points]
+
+    def train_epoch(self, minibatches: Minibatches) -> EpochLosses:
+        """One epoch of the tutorial's minibatch loop over every member at once.
+
+        As in `MLP.training_step`, backward runs on each member's summed BCE with gradient
+        1/n, so each member's gradient is its own, and nothing waits on `.item()`. BCE refuses
+        NaN probabilities for the whole batch; the trials that produced them leave at once
+        and the minibatch is run again for the others (no weight moved before the loss).
+        """
+        total, points, diverged = torch.zeros(self.members), 0, []
+        for x, y in minibatches:
+            if self.optimizer is None:  # every trial has left
+                break
+            sums = None
+            while sums is None and self.optimizer is not None:
+                self.optimizer.zero_grad(set_to_none=True)
+                prob = self(x)
+                try:
+                    sums = F.binary_cross_entropy(prob, y.expand_as(prob), reduction="none").sum(dim=(1, 2))
+                except RuntimeError:
+                    leaving = self.non_finite_trials(prob)
+                    if not leaving:
+                        raise
+                    total = total[self.rows_kept(leaving)]
+                    self.remove(leaving)
+                    diverged += leaving
+            if sums is None or self.optimizer is None:  # every trial diverged
+                break
+            sums.backward(self.gradient(x.shape[0]))
+            self.optimizer.step()
+            total += sums.detach()
+            points += x.shape[0]
+        return EpochLosses(total / max(points, 1), tuple(diverged))
+
+    def non_finite_trials(self, prob: torch.Tensor) -> list[int]:
+        """Trials with a member whose probabilities are not all finite."""
+        bad = ~torch.isfinite(prob).all(dim=2).all(dim=1)
+        return [t for t in self.active_trials if bad[self.trial_rows(t)].any()]
+
+    def rows_kept(self, leaving: Iterable[int]) -> torch.Tensor:
+        """Boolean mask over batch order: the members that stay when `leaving` goes."""
+        keep = torch.ones(self.members, dtype=torch.bool)
+        for trial_id in leaving:
+            keep[self.trial_rows(trial_id)] = False
+        return keep
+
+    @torch.no_grad()
+    def member_metrics(
+        self, val_x: torch.Tensor, val_y: torch.Tensor, train_x: torch.Tensor, train_y: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Per member, batch order: val/loss and val/acc on the grid, train/acc on the training
+        points, computed as `MLP.member_losses` and `MLP.member_accuracy` do."""
+        val_prob, train_prob = self(val_x), self(train_x)
+        return {
+            "val/loss": F.binary_cross_entropy(val_prob, val_y.expand_as(val_prob), reduction="none").mean(dim=(1, 2)),
+            "val/acc": accuracy(val_prob, val_y),
+            "train/acc": accuracy(train_prob, train_y),
+        }
+
+    # ---- leaving -----------------------------------------------------------------------
+
+    def remove(self, trial_ids: Iterable[int]) -> None:
+        """Trials leave: their members leave the parameters and Adam's state, empty depth
+        groups go, and a group's padding shrinks to its widest remaining trial."""
+        leaving = set(trial_ids)
+        unknown = leaving - set(self.active_trials)
+        if unknown:
+            raise KeyError(f"trials {sorted(unknown)} are not in the batch")
+        if not leaving:
+            return
+        carried = dict(self.optimizer.state)
+        self.groups = nn.ModuleList(group for group in self.groups if group.keep(leaving, carried))
+        self.optimizer = self.new_optimizer(carried) if self.groups else None
+        self._gradients.clear()
+        self.member_ids = self.current_member_ids()
+
+
+def accuracy(prob: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Each member's accuracy at threshold 0.5, as `MLP.member_accuracy`: shape (M,)."""
+    hits = (prob > 0.5).to(y.dtype) == y.expand(prob.shape[0], -1, -1)
+    return hits.to(torch.float32).mean(dim=(1, 2))

@@ -1,0 +1,382 @@
+"""Train several trials as one `BatchedMLP`, each keeping the life it would have alone.
+
+The trials of a batch differ only in `model.hidden` and `model.layers`; they share the data,
+the learning rate and the schedule. Each trial validates, reports through a hook, and
+leaves the batch the moment it is pruned, fits (`trainer.stop_at_val_acc`) or diverges; it
+then stops costing compute and its folder is finished at once.
+
+Each trial's folder is what `training.train` writes for a single run. To get there without
+a second copy of that code, every trial keeps an `MLP` of its own as its *record*: it holds
+the hyperparameters, the last validation's member metrics, the validation history and
+(as a view into the batch's loss buffer) the per-epoch losses, exactly where a single run
+keeps them. The run's own callbacks, `run_result` and `write_metrics` then read that record;
+its weights are loaded from the batch only when a picture or the checkpoint needs them.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from matplotlib.figure import Figure
+from omegaconf import DictConfig, OmegaConf
+
+from mlpsweep.batch_model import BatchedMLP, TrialSpec
+from mlpsweep.callbacks import FitPictureLogger, HParamsLogger, LossCurveLogger
+from mlpsweep.config import to_yaml
+from mlpsweep.model import MLP, NonFiniteLossError
+from mlpsweep.plots import loss_figure, save_png
+from mlpsweep.training import (
+    MemberSummary,
+    RunResult,
+    architecture_label,
+    build,
+    hparams_of,
+    quiet_lightning,
+    run_result,
+    status_of,
+    write_metrics,
+)
+
+ValidationHook = Callable[[int, int, dict[str, list[float]]], "str | None"]
+ExitHook = Callable[[int, RunResult], None]
+
+BATCHED_KEYS = ("model.hidden", "model.layers")  # the only keys in which a batch's trials may differ
+EXIT_STATUS = {"fit": "completed", "pruned": "pruned"}  # what an on_validation reason ends a trial as
+
+
+def fits(member_metrics: dict[str, list[float]], threshold: float) -> bool:
+    """Whether a trial stops because it fits: today's rule of `training.stop_when_fit`, the
+    *worst* member's val/acc reaching `threshold` (EarlyStopping's strict > threshold - 1e-6)."""
+    return min(member_metrics["val/acc"]) > threshold - 1e-6
+
+
+def check_batchable(cfgs: Sequence[DictConfig]) -> None:
+    """ValueError naming the first key, other than hidden and layers, in which a trial differs."""
+    if not cfgs:
+        raise ValueError("a batch needs at least one trial config")
+    first = dict(config_leaves(cfgs[0]))
+    for index, cfg in enumerate(cfgs[1:], start=1):
+        other = dict(config_leaves(cfg))
+        for key in [*first, *(k for k in other if k not in first)]:
+            if key not in BATCHED_KEYS and first.get(key) != other.get(key):
+                raise ValueError(
+                    f"trial {index} differs from trial 0 in {key} ({other.get(key)!r} vs {first.get(key)!r}); "
+                    f"the trials of a batch may differ only in {', '.join(BATCHED_KEYS)}"
+                )
+
+
+def config_leaves(cfg: DictConfig) -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every leaf of the resolved config, in the config's order."""
+    def walk(node: Any, prefix: str) -> Iterator[tuple[str, Any]]:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                yield from walk(value, f"{prefix}{key}.")
+        else:
+            yield prefix.rstrip("."), node
+
+    yield from walk(OmegaConf.to_container(cfg, resolve=True), "")
+
+
+def validation_scalars(member_metrics: dict[str, list[float]]) -> dict[str, float]:
+    """What `MLP.validation_step` logs: members' means, and their spread when K > 1 (the
+    per-epoch train/loss curve is the loss logger's, so only its spread is logged here)."""
+    scalars: dict[str, float] = {}
+    for key, values in member_metrics.items():
+        summary = MemberSummary.of(values)
+        if key != "train/loss":
+            scalars[key] = summary.mean
+        if len(values) > 1:
+            scalars.update({f"{key}_min": summary.min, f"{key}_max": summary.max, f"{key}_std": summary.std})
+    return scalars
+
+
+def save_checkpoint(record: MLP, path: Path) -> None:
+    """The trial alone, in the form `MLP.load_from_checkpoint` reads (what a single run's
+    `trainer.save_checkpoint` holds of the model; no optimizer or loop state)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {
+            "epoch": record.epochs_trained,
+            "global_step": 0,  # Lightning's count of steps it drove: 0 in a single run too (raw optimizer)
+            "pytorch-lightning_version": pl.__version__,
+            "state_dict": record.state_dict(),
+            "hparams_name": "kwargs",
+            "hyper_parameters": dict(record.hparams),
+        },
+        path,
+    )
+
+
+@dataclass
+class LoggerHolder:
+    """The part of a Trainer the run's callbacks read (`trainer.logger`): lets the batch reuse
+    them for each trial's logger without a Trainer per trial."""
+
+    logger: TensorBoardLogger
+
+
+@dataclass
+class TrialRun:
+    """One trial of the batch: its config, folder, record (an MLP, see the module docstring),
+    logger and the single run's callbacks that write its events."""
+
+    index: int
+    cfg: DictConfig
+    run_dir: Path
+    record: MLP
+    columns: slice  # its members in the batch's loss buffer (trial order)
+    holder: LoggerHolder
+    loss_curve: LossCurveLogger
+    pictures: FitPictureLogger
+    hparams: HParamsLogger
+    result: RunResult | None = field(default=None)
+
+
+def train_batch(
+    cfgs: Sequence[DictConfig],
+    run_dirs: Sequence[Path],
+    on_validation: ValidationHook | None = None,
+    on_exit: ExitHook | None = None,
+) -> list[RunResult]:
+    """Train `cfgs` (checked configs differing only in hidden and layers) as one batch.
+
+    `on_validation(trial, epoch, member_metrics)` runs at each of a trial's validations and
+    returns None to go on or a reason ("fit" or "pruned") to end the trial there. When a
+    trial ends (also by fitting `trainer.stop_at_val_acc`, diverging, or reaching
+    `trainer.max_epochs`) it leaves the batch, its folder is finished, and `on_exit(trial,
+    result)` is called at once. On an exception (Ctrl-C) the trials still training are
+    recorded as a single run records them, without `on_exit`, and the exception propagates.
+    Returns the results in the order of `cfgs`.
+    """
+    return BatchTrainer(cfgs, run_dirs, on_validation, on_exit).run()
+
+
+class BatchTrainer:
+    """The epoch loop of a batch: train, validate, let trials leave, write their folders."""
+
+    def __init__(
+        self,
+        cfgs: Sequence[DictConfig],
+        run_dirs: Sequence[Path],
+        on_validation: ValidationHook | None,
+        on_exit: ExitHook | None,
+    ) -> None:
+        check_batchable(cfgs)
+        if len(run_dirs) != len(cfgs):
+            raise ValueError(f"{len(cfgs)} trial configs but {len(run_dirs)} run folders")
+        self.cfg = cfg = cfgs[0]
+        self.on_validation, self.on_exit = on_validation, on_exit
+        quiet_lightning()
+        torch.set_num_threads(cfg.trainer.threads)
+        self.datamodule, _ = build(cfg)
+        self.trials: list[TrialRun] = []
+        for index, (trial_cfg, run_dir) in enumerate(zip(cfgs, run_dirs, strict=True)):
+            first = self.trials[-1].columns.stop if self.trials else 0
+            self.trials.append(self.new_trial(index, trial_cfg, Path(run_dir), first))
+        self.batch = BatchedMLP(
+            [TrialSpec(c.model.hidden, c.model.layers, c.model.ensemble, c.seed) for c in cfgs],
+            lr=cfg.model.lr,
+            fused_adam=cfg.model.fused_adam,
+        )
+        self.losses = torch.full((cfg.trainer.max_epochs, self.trials[-1].columns.stop), math.nan)
+        for trial in self.trials:
+            trial.record.epoch_losses = self.losses[:, trial.columns]  # a view: one write per epoch serves all
+        self.started = time.perf_counter()
+        self.epochs_done = 0
+
+    def new_trial(self, index: int, cfg: DictConfig, run_dir: Path, first: int) -> TrialRun:
+        """Its folder starts as a single run's does: config.yaml first, then the events.
+        `first` is its first member's column in the loss buffer."""
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        _, record = build(cfg)
+        logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="", default_hp_metric=False)
+        return TrialRun(
+            index=index,
+            cfg=cfg,
+            run_dir=run_dir,
+            record=record,
+            columns=slice(first, first + cfg.model.ensemble),
+            holder=LoggerHolder(logger),
+            loss_curve=LossCurveLogger(cfg.logger.flush_every),
+            pictures=FitPictureLogger(self.datamodule, cfg.logger.image_every, architecture_label(cfg)),
+            hparams=HParamsLogger(hparams_of(cfg)),
+        )
+
+    def active(self) -> list[TrialRun]:
+        return [self.trials[index] for index in self.batch.active_trials]
+
+    # ---- the loop ----------------------------------------------------------------------
+
+    def run(self) -> list[RunResult]:
+        trainer = self.cfg.trainer
+        loader = self.datamodule.train_dataloader()
+        progress = BatchProgress(len(self.trials), trainer.max_epochs, enabled=not self.cfg.quiet)
+        try:
+            for epoch in range(1, trainer.max_epochs + 1):
+                if not self.batch.active_trials:
+                    break
+                self.train_epoch(epoch, next(iter(loader)))
+                if epoch % trainer.val_every == 0 or epoch == trainer.max_epochs:
+                    self.validate(epoch)
+                self.end_epoch(epoch)
+                progress.show(epoch, len(self.batch.active_trials))
+            self.leave([(trial, "completed", None) for trial in self.active()])
+        except BaseException as error:
+            self.record_unfinished(error)
+            raise
+        finally:
+            progress.close()
+        results = [trial.result for trial in self.trials]
+        assert all(results), "every trial left the batch with a result"
+        return results  # type: ignore[return-value]
+
+    def record_unfinished(self, error: BaseException) -> None:
+        """The trials still training when `error` struck, recorded as a single run records
+        them (metrics.json with status interrupted or failed), without telling `on_exit`."""
+        if isinstance(error, KeyboardInterrupt):
+            reason = str(error) or f"interrupted at epoch {self.epochs_done}"
+        else:
+            reason = str(error) or type(error).__name__
+        for trial in self.active():
+            trial.record.epochs_trained = self.epochs_done
+            self.finish(trial, status_of(error), reason, tell=False)
+
+    def train_epoch(self, epoch: int, minibatches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """One epoch for every trial; a trial whose loss turned NaN fails as it would alone."""
+        result = self.batch.train_epoch(minibatches)
+        self.losses[epoch - 1, self.batch.member_ids] = result.losses
+        self.epochs_done = epoch
+        for index in result.diverged:
+            trial = self.trials[index]
+            trial.record.epochs_trained = epoch - 1
+            self.finish(trial, "failed", str(trial.record.non_finite(epoch - 1)))
+
+    def validate(self, epoch: int) -> None:
+        """Every trial's metrics and scalars first; then each trial's hook, and its exit at once
+        (so a trial is told before the next one's hook runs, even if that one raises)."""
+        data = self.datamodule
+        metrics = {k: v.tolist() for k, v in self.batch.member_metrics(data.val_x, data.val_y, data.x, data.y).items()}
+        last_losses = self.losses[epoch - 1].tolist()
+        validated = self.active()
+        for trial in validated:
+            rows, record = self.batch.trial_rows(trial.index), trial.record
+            record.epochs_trained = epoch
+            record.member_metrics = {key: values[rows] for key, values in metrics.items()}
+            record.member_metrics["train/loss"] = last_losses[trial.columns]
+            record.val_history.append((epoch, record.metric_means()["val/loss"]))
+            trial.holder.logger.log_metrics(validation_scalars(record.member_metrics), step=epoch)
+        for trial in validated:
+            reason = self.exit_reason(trial, epoch)
+            if reason is not None:
+                status = EXIT_STATUS[reason]
+                self.leave([(trial, status, None if status == "completed" else f"{reason} at epoch {epoch}")])
+
+    def exit_reason(self, trial: TrialRun, epoch: int) -> str | None:
+        """The hook's verdict first (as a single run's pruning callback comes first), then fit."""
+        metrics = trial.record.member_metrics
+        reason = self.on_validation(trial.index, epoch, metrics) if self.on_validation else None
+        if reason is not None and reason not in EXIT_STATUS:
+            raise ValueError(f"on_validation returned {reason!r}; expected None or one of {', '.join(EXIT_STATUS)}")
+        threshold = self.cfg.trainer.stop_at_val_acc
+        if reason is None and threshold is not None and fits(metrics, threshold):
+            reason = "fit"
+        return reason
+
+    def end_epoch(self, epoch: int) -> None:
+        """Every flush_every epochs the loss curves, every image_every the fit pictures."""
+        cfg = self.cfg
+        flush = epoch % cfg.logger.flush_every == 0
+        picture = cfg.logger.image_every and epoch % cfg.logger.image_every == 0 and epoch != cfg.trainer.max_epochs
+        if not (flush or picture):
+            return
+        failed = []
+        for trial in self.active():
+            trial.record.epochs_trained = epoch
+            try:
+                if flush:
+                    trial.loss_curve.flush(trial.holder, trial.record)
+            except NonFiniteLossError as error:
+                failed.append((trial, "failed", str(error)))
+                continue
+            if picture:
+                trial.record.load_state_dict(self.batch.trial_state_dict(trial.index))
+                trial.pictures.log_picture(trial.holder, trial.record, epoch)
+        self.leave(failed)
+
+    # ---- leaving -----------------------------------------------------------------------
+
+    def leave(self, exits: list[tuple[TrialRun, str, str | None]]) -> None:
+        """Take the trials out of the batch at once (their weights first), then finish each."""
+        if not exits:
+            return
+        for trial, _, _ in exits:
+            trial.record.load_state_dict(self.batch.trial_state_dict(trial.index))
+        self.batch.remove([trial.index for trial, _, _ in exits])
+        for trial, status, error in exits:
+            self.finish(trial, status, error)
+
+    def finish(self, trial: TrialRun, status: str, error: str | None, tell: bool = True) -> None:
+        """Write the trial's folder as `training.train` does for a run ending this way."""
+        record, holder = trial.record, trial.holder
+        result = run_result(record, trial.run_dir, time.perf_counter() - self.started)
+        result.status, result.error = status, error
+        try:
+            trial.loss_curve.flush(holder, record)
+        except NonFiniteLossError as failure:
+            if result.status == "completed":
+                result.status, result.error = "failed", str(failure)
+        completed = result.status == "completed"
+        final_fit = trial.pictures.log_picture(holder, record, result.epochs) if completed else None
+        trial.hparams.write(holder, record)
+        if completed:
+            self.write_outputs(trial, final_fit, result)
+        write_metrics(result)
+        holder.logger.finalize("success" if result.status == "completed" else "failed")
+        trial.result = result
+        if tell and self.on_exit is not None:
+            self.on_exit(trial.index, result)
+
+    def write_outputs(self, trial: TrialRun, final_fit: Figure | None, result: RunResult) -> None:
+        """fit.png, loss.png and the checkpoint of a completed trial (`training.finish`'s part)."""
+        if trial.cfg.logger.pictures and final_fit is not None:
+            save_png(final_fit, result.run_dir / "fit.png")
+            epochs, val_losses = zip(*trial.record.val_history, strict=True) if trial.record.val_history else ((), ())
+            figure = loss_figure(trial.record.epoch_losses[: result.epochs].numpy(), list(epochs), list(val_losses))
+            save_png(figure, result.run_dir / "loss.png")
+        if trial.cfg.trainer.checkpoint:
+            save_checkpoint(trial.record, result.run_dir / "checkpoints" / "last.ckpt")
+
+
+class BatchProgress:
+    """One bar for the batch (epochs, trials still training), like a single run's one bar."""
+
+    def __init__(self, trials: int, epochs: int, enabled: bool) -> None:
+        self.bar: Any = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=epochs, desc=f"batch of {trials} trials", unit="epoch",
+                file=sys.stderr, mininterval=0.5, dynamic_ncols=True, leave=False,
+            )
+        self.refresh_every, self.shown = max(1, epochs // 200), 0
+
+    def show(self, epoch: int, training: int) -> None:
+        if self.bar is not None and epoch % self.refresh_every == 0:
+            self.bar.update(epoch - self.shown)
+            self.bar.set_postfix(training=training, refresh=False)
+            self.shown = epoch
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
