@@ -23,7 +23,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = OneLineParser(prog="summarize.py", description=__doc__.split("\n\n")[1] if __doc__ else None)
     parser.add_argument("study", nargs="?", help="study folder or name under --sweeps-dir (default: the latest)")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                        help=f"val/acc every member must reach for a network to count as fitting (default {DEFAULT_THRESHOLD})")
+                        help=f"the fit bar: a member fits with train/acc 1 and val/acc >= it (default {DEFAULT_THRESHOLD})")
     parser.add_argument("--storage", help="storage URL, for a study whose password study.json does not keep")
     parser.add_argument("--sweeps-dir", type=Path, default=DEFAULT_SWEEPS_DIR, help="where sweeps live (default %(default)s)")
     return parser.parse_args(argv)

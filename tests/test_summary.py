@@ -39,7 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 FAST = ("trainer.max_epochs=100", "trainer.val_every=50", "logger.image_every=0", "quiet=true", "sweep.workers=1")
 SECRET_URL = "postgresql://user:secret@host/db"
 SPACE = {"model.hidden": IntDistribution(1, 64, log=True), "model.layers": IntDistribution(1, 4)}
-SINGLE_PICTURES = {"best_fit", "architecture", "size_vs_accuracy", "history", "importances"}
+SINGLE_PICTURES = {"map", "best_fit", "architecture", "size_vs_accuracy", "history", "importances"}
 
 
 def load_script(name: str) -> ModuleType:
@@ -141,21 +141,38 @@ def test_pictures_are_pngs_and_in_tensorboard(real) -> None:
 
 @pytest.mark.slow
 def test_threshold_changes_the_answer(real) -> None:
+    """The members are judged by the fit rule at the threshold given; a short sweep's members
+    miss training points, so none fits. (How a lower threshold moves the answer to a smaller
+    network is checked on a synthetic study in test_fit_map.py, where train/acc is chosen.)"""
     folder, study = real
-    metrics = [json.loads((folder / "trials" / str(t.number) / "metrics.json").read_text()) for t in study.trials]
-    everyone = min(min(m["metrics"]["val/acc"]["members"]) for m in metrics)  # every member of every trial
-    smallest = min(study.trials, key=lambda t: (t.user_attrs["parameter_count"], -t.value))
+    fits_at = {}
+    for threshold in (0.5, 1.0):
+        report, _ = summarize_study(str(folder), threshold=threshold)
+        fits_at[threshold] = {c.row.number: c.reached for c in report.answer.candidates}
+        for trial in study.trials:
+            if "duplicate_of" in trial.user_attrs:
+                continue
+            run_metrics = folder / "trials" / str(trial.number) / "metrics.json"
+            metrics = json.loads(run_metrics.read_text())["metrics"]
+            pairs = zip(metrics["train/acc"]["members"], metrics["val/acc"]["members"], strict=True)
+            expected = sum(1 for train, val in pairs if train == 1.0 and val >= threshold)
+            assert fits_at[threshold][trial.number] == expected
+    assert report.answer.winner is None and report.answer.closest is not None
+    written = (folder / "summary.md").read_text()
+    assert f"None of the {report.answer.judged} trained architectures fit" in written
 
-    low, _ = summarize_study(str(folder), threshold=everyone)
-    assert low.answer.winner is not None and low.answer.winner.row.number == smallest.number
-    assert low.answer.winner.reached == low.answer.winner.members == 4
-    assert f"({smallest.user_attrs['parameter_count']} parameters, trial {smallest.number})**: 4 of 4 members" in (
-        folder / "summary.md"
-    ).read_text()
 
-    high, _ = summarize_study(str(folder), threshold=1.0)
-    assert high.answer.winner is None and high.answer.closest is not None
-    assert "None of the 4 complete trials fit" in (folder / "summary.md").read_text()
+@pytest.mark.slow
+def test_a_tpe_sweep_states_how_much_of_the_space_it_trained(real) -> None:
+    folder, study = real
+    report, text = summarize_study(str(folder))
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    trained = {tuple(sorted(trial.params.items())) for trial in complete}
+    assert (report.coverage.trained, report.coverage.total) == (len(trained), 64 * 4)
+    assert f"- coverage: {len(trained)} of 256 architectures of the search space trained" in text
+    if report.answer.winner is not None:
+        assert f"Among the {len(trained)} architectures tried (of 256)" in text
+    assert report.fit_map.drawable and (folder / "plots" / "map.png").is_file()
 
 
 @pytest.mark.slow
@@ -172,11 +189,14 @@ def test_command_line_prints_and_writes(real) -> None:
 
 
 def row(number: int, hidden: int, layers: int, members: list[float], state: str = "complete") -> TrialRow:
+    """A trial whose members all classify every training point right (train/acc 1), so the
+    fit rule judges them by val/acc alone."""
     from mlpsweep.model import parameter_count
 
+    train = [1.0] * len(members)
     return TrialRow(
         number=number, state=state, params={"model.hidden": hidden, "model.layers": layers},
-        values=[sum(members) / len(members)], metrics={}, members={"val/acc": members}, epochs=100,
+        values=[sum(members) / len(members)], metrics={}, members={"val/acc": members, "train/acc": train}, epochs=100,
         duration_s=1.0, parameter_count=parameter_count(hidden, layers), fail_reason="", reproduce="",
         host="", started=datetime.now(), completed=datetime.now(), folder=None,
     )

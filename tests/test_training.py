@@ -75,19 +75,28 @@ def test_known_good_configuration_fits_every_point(make_cfg, tmp_path):
 
 
 def test_stop_at_val_acc_ends_the_run_once_every_member_reaches_it(make_cfg, tmp_path):
+    """Every member must fit: val/acc at the bar *and* every training point right, so the
+    run uses standardised x and a faster Adam to fit within the budget."""
     cfg = make_cfg(
         "trainer.max_epochs=2000",
         "trainer.val_every=50",
         "trainer.stop_at_val_acc=0.7",
         "model.ensemble=3",
+        "data.normalize=true",
+        "model.lr=0.05",
     )
     result = train(cfg, new_run_dir(tmp_path / "runs"))
     members = result.metrics["val/acc"].members
     assert result.status == "completed" and result.epochs < 2000 and result.epochs % 50 == 0
     assert min(members) >= 0.7
-    losses = scalar_series(events(result.run_dir), "train/loss")
+    assert result.metrics["train/acc"].members == [1.0, 1.0, 1.0]
+    logged = events(result.run_dir)
+    losses = scalar_series(logged, "train/loss")
     # no epoch past the stop
     assert [step for step, _ in losses] == list(range(1, result.epochs + 1))
+    fit_rates = scalar_series(logged, "fit_rate")
+    assert fit_rates[-1] == (result.epochs, 1.0) and fit_rates[0][1] < 1.0
+    assert "stop_fit_rate" not in logged.Tags()["scalars"], "the stop's own copy stays internal"
 
 
 def test_without_stop_at_val_acc_the_run_goes_on(make_cfg, tmp_path):

@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from mlpsweep.batch_model import BatchedMLP, TrialSpec
 from mlpsweep.callbacks import FitPictureLogger, HParamsLogger, LossCurveLogger
 from mlpsweep.config import to_yaml
+from mlpsweep.fit_rule import fitting_members
 from mlpsweep.model import MLP, NonFiniteLossError
 from mlpsweep.plots import loss_figure, save_png
 from mlpsweep.training import (
@@ -53,10 +54,16 @@ BATCHED_KEYS = ("model.hidden", "model.layers")  # the only keys in which a batc
 EXIT_STATUS = {"fit": "completed", "pruned": "pruned"}  # what an on_validation reason ends a trial as
 
 
+def fit_rate(member_metrics: dict[str, list[float]], threshold: float) -> float:
+    """The share of members that fit by `mlpsweep.fit_rule` with val/acc bar `threshold`."""
+    val = member_metrics["val/acc"]
+    return fitting_members(member_metrics["train/acc"], val, threshold) / len(val)
+
+
 def fits(member_metrics: dict[str, list[float]], threshold: float) -> bool:
-    """Whether a trial stops because it fits: today's rule of `training.stop_when_fit`, the
-    *worst* member's val/acc reaching `threshold` (EarlyStopping's strict > threshold - 1e-6)."""
-    return min(member_metrics["val/acc"]) > threshold - 1e-6
+    """Whether a trial stops because every member fits: the rule of `training.stop_when_fit`
+    (EarlyStopping on the model's `stop_fit_rate` reaching 1)."""
+    return fit_rate(member_metrics, threshold) == 1.0
 
 
 def check_batchable(cfgs: Sequence[DictConfig]) -> None:
@@ -86,10 +93,13 @@ def config_leaves(cfg: DictConfig) -> Iterator[tuple[str, Any]]:
     yield from walk(OmegaConf.to_container(cfg, resolve=True), "")
 
 
-def validation_scalars(member_metrics: dict[str, list[float]]) -> dict[str, float]:
-    """What `MLP.validation_step` logs: members' means, and their spread when K > 1 (the
-    per-epoch train/loss curve is the loss logger's, so only its spread is logged here)."""
-    scalars: dict[str, float] = {}
+def validation_scalars(
+    member_metrics: dict[str, list[float]], fit_val_acc: float
+) -> dict[str, float]:
+    """What `MLP.validation_step` logs: `fit_rate`, members' means, and their spread when
+    K > 1 (the per-epoch train/loss curve is the loss logger's, so only its spread is logged
+    here)."""
+    scalars: dict[str, float] = {"fit_rate": fit_rate(member_metrics, fit_val_acc)}
     for key, values in member_metrics.items():
         summary = MemberSummary.of(values)
         if key != "train/loss":
@@ -273,7 +283,8 @@ class BatchTrainer:
             record.member_metrics = {key: values[rows] for key, values in metrics.items()}
             record.member_metrics["train/loss"] = last_losses[trial.columns]
             record.val_history.append((epoch, record.metric_means()["val/loss"]))
-            trial.holder.logger.log_metrics(validation_scalars(record.member_metrics), step=epoch)
+            scalars = validation_scalars(record.member_metrics, self.cfg.trainer.fit_val_acc)
+            trial.holder.logger.log_metrics(scalars, step=epoch)
         for trial in validated:
             reason = self.exit_reason(trial, epoch)
             if reason is not None:

@@ -75,6 +75,9 @@ class TrainerSchema:
     val_every: int = setting(AT_LEAST_ONE)
     threads: int = setting(AT_LEAST_ONE, hyperparameter=False)  # speed only
     checkpoint: bool = setting(hyperparameter=False)  # what is written, not what is learnt
+    # the fit definition's val/acc bar (mlpsweep.fit_rule): TensorBoard's fit_rate, the stop
+    fit_val_acc: float = setting((lambda value: 0 < value <= 1, "a number in (0, 1]"), default=0.99)
+    # null: train every epoch; a bar: stop once every member fits with it (train/acc 1, val/acc >=)
     stop_at_val_acc: Optional[float] = setting(  # noqa: UP045 (OmegaConf needs typing.Optional)
         (lambda value: value is None or 0 < value <= 1, "null or a number in (0, 1]"), default=None
     )

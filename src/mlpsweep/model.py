@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mlpsweep.data import Minibatches
+from mlpsweep.fit_rule import FIT_VAL_ACC, member_fits
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -94,8 +95,15 @@ class MLP(pl.LightningModule):
         fused_adam: bool,
         x_shift: float = 0.0,
         x_scale: float = 1.0,
+        fit_val_acc: float = FIT_VAL_ACC,
+        stop_val_acc: float | None = None,
     ) -> None:
-        """`x_shift`/`x_scale` standardise raw x (the data module's; identity by default)."""
+        """`x_shift`/`x_scale` standardise raw x (the data module's; identity by default).
+
+        `fit_val_acc` is the fit definition's val/acc bar (`mlpsweep.fit_rule`, logged as
+        `fit_rate`); `stop_val_acc`, when set, is the bar of the stop rule (`stop_fit_rate`,
+        which `training.stop_when_fit` watches; not written to TensorBoard).
+        """
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -248,6 +256,11 @@ class MLP(pl.LightningModule):
         # x axis = epochs done, as for the per-epoch loss curve and the pictures
         # (not Lightning's step - 1)
         self.log("step", float(self.current_epoch + 1), batch_size=points)
+        fit_rate = self.fit_rate(per_member, self.hparams.fit_val_acc)
+        self.log("fit_rate", fit_rate, batch_size=points)
+        if self.hparams.stop_val_acc is not None:
+            stop_rate = self.fit_rate(per_member, self.hparams.stop_val_acc)
+            self.log("stop_fit_rate", stop_rate, batch_size=points, logger=False)
         for key, values in per_member.items():
             # the per-epoch train/loss curve is LossCurveLogger's: a copy here would land out
             # of step order
@@ -256,6 +269,12 @@ class MLP(pl.LightningModule):
                 self.log(f"{key}_min", values.min(), batch_size=points)
                 self.log(f"{key}_max", values.max(), batch_size=points)
                 self.log(f"{key}_std", values.std(), batch_size=points)
+
+    @staticmethod
+    def fit_rate(per_member: dict[str, torch.Tensor], val_acc_bar: float) -> torch.Tensor:
+        """The share of members that fit (`mlpsweep.fit_rule`): train/acc 1 and val/acc >= bar."""
+        fits = member_fits(per_member["train/acc"], per_member["val/acc"], val_acc_bar)
+        return fits.to(torch.float32).mean()
 
     def finished_epoch_losses(self, until_epoch: int) -> torch.Tensor:
         """Members' mean per-epoch loss for epochs [0, until_epoch), raising on NaN/inf."""

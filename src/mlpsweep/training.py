@@ -108,7 +108,13 @@ def build(cfg: DictConfig) -> tuple[PiecewiseDataModule, MLP]:
     pl.seed_everything(cfg.seed, workers=False, verbose=False)
     datamodule = PiecewiseDataModule(**cfg.data, seed=cfg.seed)
     standardizer = datamodule.standardizer
-    model = MLP(**cfg.model, x_shift=standardizer.shift, x_scale=standardizer.scale)
+    model = MLP(
+        **cfg.model,
+        x_shift=standardizer.shift,
+        x_scale=standardizer.scale,
+        fit_val_acc=cfg.trainer.fit_val_acc,
+        stop_val_acc=cfg.trainer.stop_at_val_acc,
+    )
     return datamodule, model
 
 
@@ -158,7 +164,7 @@ def train(
     if cfg.trainer.checkpoint:  # Ctrl-C leaves checkpoints/last.ckpt to resume from (ckpt_path=)
         callbacks.append(CheckpointOnInterrupt(run_dir / "checkpoints" / "last.ckpt"))
     if cfg.trainer.stop_at_val_acc is not None:
-        callbacks.append(stop_when_fit(cfg.trainer.stop_at_val_acc, cfg.model.ensemble))
+        callbacks.append(stop_when_fit())
     if not cfg.quiet:
         callbacks.append(RunProgress(progress_label))
     trainer = pl.Trainer(
@@ -203,16 +209,19 @@ class CheckpointOnInterrupt(pl.Callback):
             trainer.save_checkpoint(self.path)
 
 
-def stop_when_fit(threshold: float, ensemble: int) -> EarlyStopping:
-    """Lightning's EarlyStopping on the *worst* member's val/acc reaching `threshold`.
+def stop_when_fit() -> EarlyStopping:
+    """Lightning's EarlyStopping once every member fits: `stop_fit_rate` reaches 1.
 
-    Its threshold test is strict (>), hence the nudge; patience is unlimited because only
-    reaching the threshold, not a plateau, should end the run.
+    That rate is the fit rule of `mlpsweep.fit_rule` (train/acc 1 and val/acc >= the bar)
+    with `trainer.stop_at_val_acc` as the bar, logged by the model at each validation; the
+    sweep sets the bar to `trainer.fit_val_acc`, so a trial stops when its `fit_rate` is 1.
+    The threshold test is strict (>), hence the nudge; patience is unlimited because only
+    every member fitting, not a plateau, should end the run.
     """
     return EarlyStopping(
-        monitor="val/acc_min" if ensemble > 1 else "val/acc",
+        monitor="stop_fit_rate",
         mode="max",
-        stopping_threshold=threshold - 1e-6,
+        stopping_threshold=1.0 - 1e-6,
         patience=sys.maxsize,
         check_on_train_epoch_end=False,
         verbose=False,

@@ -11,10 +11,13 @@ One concern per module, imported in this order (arrows one way):
 
 - `study_source`: finding a study folder and opening its storage read-only;
 - `trial_rows`: one row per trial, from the storage and the trial's folder;
-- `answer`: the smallest architecture whose ensemble members all reach the threshold;
+- `answer`: the smallest architecture whose ensemble members all fit (`mlpsweep.fit_rule`);
+- `search_space`: the space from the trials' distributions, and "N of M" coverage;
+- `fit_map`: one cell per trained architecture, read per depth;
 - `study_stats`: importances, the best trial, the top trials, the Pareto front;
 - `study_summary`: all of the above computed once into a `StudySummary`;
-- `trials_csv`, `markdown`, `plots`: the outputs, each from that one object;
+- `trials_csv`, `markdown` (with `answer_markdown`, `map_markdown`), `plots` (with
+  `map_figure`): the outputs, each from that one object;
 - `summarize`: the whole of `make summary`.
 """
 

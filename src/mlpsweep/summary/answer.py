@@ -1,8 +1,11 @@
 """The answer to the tutorial's question: the smallest network that fits, and how sure.
 
-An architecture fits when every member of its ensemble (independent initialisations)
-reaches the threshold, so the answer never rests on a lucky seed; repeats of one
-architecture are one piece of evidence, judged by their most convincing trial.
+A member fits by `mlpsweep.fit_rule` (every training point right and val/acc >= the
+threshold); an architecture fits when every member of its ensemble (independent
+initialisations) fits, so the answer never rests on a lucky seed. A repeated configuration
+(`duplicate_of`: the sweep reused its twin's result) is not evidence of its own and is not
+judged; two trials of one architecture that differ in another searched key are judged by
+their most convincing trial.
 """
 
 from __future__ import annotations
@@ -12,22 +15,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlpsweep import fit_rule
 from mlpsweep.summary.trial_rows import TrialRow
 
-DEFAULT_THRESHOLD = 0.99
+DEFAULT_THRESHOLD = fit_rule.FIT_VAL_ACC
 ANSWER_METRIC = "val/acc"
+TRAIN_METRIC = "train/acc"
 ANSWER_DEFINITION = (
-    "An architecture *fits* when **every** member of its ensemble (independent initialisations, "
-    "same data and training) ends with {metric} >= {threshold:g} on the validation grid, so the "
-    "answer does not rest on a lucky seed. Only complete trials are judged (pruned trials "
-    "stopped early). The smallest fitting architecture by parameter count wins (ties: higher "
-    "mean {metric}); the runner-up is the next smallest different architecture that fits."
+    "{member} An architecture *fits* when **every** member of its ensemble (independent "
+    "initialisations, same data and training) fits, so the answer does not rest on a lucky "
+    "seed. Only complete trials are judged (pruned trials stopped early; a repeated "
+    "configuration reuses its twin's result). The smallest fitting architecture by parameter "
+    "count wins (ties: higher mean {metric}); the runner-up is the next smallest different "
+    "architecture that fits."
 )
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """A complete trial judged against the threshold by its ensemble members."""
+    """A complete trial judged by the fit rule, member by member (`reached`: members that fit)."""
 
     row: TrialRow
     reached: int
@@ -35,7 +41,7 @@ class Candidate:
 
     @property
     def fits(self) -> bool:
-        """Every member reached the threshold: the architecture fits for any seed we tried."""
+        """Every member fits: the architecture fits for every seed we tried."""
         return self.members > 0 and self.reached == self.members
 
     @property
@@ -57,35 +63,36 @@ class Answer:
     closest: Candidate | None
     judged: int
     unjudged: list[int] = field(default_factory=list)
+    # one per architecture (its most convincing trial): what the map and tables show
+    candidates: list[Candidate] = field(default_factory=list)
 
 
 def judge(rows: Sequence[TrialRow], threshold: float) -> tuple[list[Candidate], list[int]]:
-    """Candidates from complete trials with per-member values; the rest are listed as
-    unjudged."""
+    """Candidates from complete, non-repeat trials with per-member train/acc and val/acc; the
+    rest are listed as unjudged (their folder or metrics.json is not here)."""
     candidates, unjudged = [], []
     for row in rows:
-        if row.state != "complete":
+        if row.state != "complete" or row.duplicate_of is not None:
             continue
-        values = row.members.get(ANSWER_METRIC)
-        if not values or row.parameter_count is None:
+        values, train = row.members.get(ANSWER_METRIC), row.members.get(TRAIN_METRIC)
+        if not values or not train or len(train) != len(values) or row.parameter_count is None:
             unjudged.append(row.number)
             continue
-        reached = sum(1 for value in values if value >= threshold)
+        reached = fit_rule.fitting_members(train, values, threshold)
         candidates.append(Candidate(row, reached, len(values)))
     return candidates, unjudged
 
 
 def fitting_candidates(rows: Sequence[TrialRow], threshold: float) -> list[Candidate]:
-    """Every complete trial whose members all reach `threshold` (repeats included)."""
+    """Every complete trial whose members all fit (repeats excluded: they are their twin)."""
     candidates, _ = judge(rows, threshold)
     return [candidate for candidate in candidates if candidate.fits]
 
 
 def threshold_answer(rows: Sequence[TrialRow], threshold: float = DEFAULT_THRESHOLD) -> Answer:
-    """The smallest architecture whose members all reach `threshold`, its runner-up, and
-    context."""
+    """The smallest architecture whose members all fit, its runner-up, and context."""
     candidates, unjudged = judge(rows, threshold)
-    per_architecture = _best_per_architecture(candidates)
+    per_architecture = best_per_architecture(candidates)
     fitting = sorted(
         (candidate for candidate in per_architecture if candidate.fits),
         key=lambda candidate: (candidate.size, -candidate.mean, candidate.row.number),
@@ -102,9 +109,12 @@ def threshold_answer(rows: Sequence[TrialRow], threshold: float = DEFAULT_THRESH
         key=lambda candidate: (candidate.size, -candidate.reached),
     )
     closest = None if winner else max(candidates, key=_convincing, default=None)
-    definition = ANSWER_DEFINITION.format(metric=ANSWER_METRIC, threshold=threshold)
+    definition = ANSWER_DEFINITION.format(
+        member=fit_rule.definition(threshold), metric=ANSWER_METRIC
+    )
     return Answer(
-        threshold, definition, winner, runner_up, partial, closest, len(candidates), unjudged
+        threshold, definition, winner, runner_up, partial, closest, len(candidates), unjudged,
+        per_architecture,
     )
 
 
@@ -118,7 +128,7 @@ def _convincing(candidate: Candidate) -> tuple[float, float]:
     return _share(candidate), candidate.mean
 
 
-def _best_per_architecture(candidates: Sequence[Candidate]) -> list[Candidate]:
+def best_per_architecture(candidates: Sequence[Candidate]) -> list[Candidate]:
     """One candidate per architecture (its most convincing trial): repeats are not new
     evidence."""
     best: dict[tuple[tuple[str, Any], ...], Candidate] = {}

@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from mlpsweep.summary.answer import ANSWER_METRIC, Candidate
+from mlpsweep.summary.answer import ANSWER_METRIC
+from mlpsweep.summary.answer_markdown import answer_md
+from mlpsweep.summary.map_markdown import fit_map_md, repeats_line
 from mlpsweep.summary.study_summary import StudySummary
 from mlpsweep.summary.trial_rows import TrialRow
 
@@ -21,7 +23,8 @@ TABLE_HEAD = [
 
 def summary_markdown(summary: StudySummary) -> str:
     parts = [
-        _header_md(summary), _answer_md(summary), _best_md(summary), _pareto_md(summary),
+        _header_md(summary), answer_md(summary), fit_map_md(summary), _best_md(summary),
+        _pareto_md(summary),
         _top_md(summary), _importances_md(summary), _problems_md(summary),
         _pictures_md(summary), _files_md(summary),
     ]
@@ -54,23 +57,6 @@ def _elapsed(start: datetime | None, end: datetime | None) -> float | None:
     return (end - start).total_seconds() if start and end else None
 
 
-def _arch(candidate: Candidate) -> str:
-    arch = ", ".join(f"{key}={value}" for key, value in candidate.row.architecture())
-    return f"{arch} ({candidate.size} parameters, trial {candidate.row.number})"
-
-
-def _members_text(candidate: Candidate, threshold: float) -> str:
-    values = candidate.row.members[ANSWER_METRIC]
-    listed = ", ".join(f"{value:.4f}" for value in values)
-    return (
-        f"{candidate.reached} of {candidate.members} members reached >= {threshold:g} ({listed})"
-    )
-
-
-def _numbers(numbers: Sequence[int]) -> str:
-    return ", ".join(str(number) for number in numbers)
-
-
 # ---- sections ------------------------------------------------------------------------
 
 
@@ -90,11 +76,14 @@ def _header_md(summary: StudySummary) -> str:
         f"- trials: {counts['complete']} complete, {counts['pruned']} pruned, "
         f"{counts['failed']} failed, {counts['running']} running{waiting} "
         f"({finished} finished{budget}); {counts['retried']} retried after their worker died",
+        f"- coverage: {summary.coverage.sentence()}",
         f"- wall time: {_duration(_study_elapsed(summary.rows))} from the first trial's start "
         "to the last finish",
         f"- summary written {datetime.now().isoformat(timespec='seconds')} from the storage and "
         "trial folders",
     ]
+    if repeats_line(summary.rows):
+        lines.append(repeats_line(summary.rows))
     if counts["running"] or (summary.n_trials and finished < summary.n_trials):
         lines.append(
             "- **the study is not finished**: this is a snapshot; running trials of a killed "
@@ -107,60 +96,6 @@ def _study_elapsed(rows: Sequence[TrialRow]) -> float | None:
     starts = [row.started for row in rows if row.started]
     ends = [row.completed for row in rows if row.completed]
     return _elapsed(min(starts), max(ends)) if starts and ends else None
-
-
-def _answer_md(summary: StudySummary) -> str:
-    answer = summary.answer
-    threshold = answer.threshold
-    lines = [
-        f"## The answer: the smallest network that fits ({ANSWER_METRIC} >= {threshold:g})",
-        "",
-    ]
-    if answer.winner:
-        winner = answer.winner
-        lines.append(f"**{_arch(winner)}**: {_members_text(winner, threshold)}.")
-        if winner.row.reproduce:
-            lines.append(f"Reproduce: `{winner.row.reproduce}`")
-        lines.append("")
-        if answer.runner_up:
-            runner_up = answer.runner_up
-            lines.append(
-                f"Runner-up: {_arch(runner_up)}: {_members_text(runner_up, threshold)}."
-            )
-        else:
-            lines.append("Runner-up: none; no other architecture fit in this study.")
-    elif answer.judged:
-        lines.append(
-            f"**None of the {answer.judged} complete trials fit**: no architecture had all its "
-            f"members reach {threshold:g} within this budget (epochs, trials)."
-        )
-        if answer.closest:
-            closest = answer.closest
-            best_member = max(closest.row.members[ANSWER_METRIC])
-            lines.append(
-                f"Closest: {_arch(closest)}: {_members_text(closest, threshold)}; "
-                f"mean {closest.mean:.4f}, best member {best_member:.4f}."
-            )
-    else:
-        lines.append("No complete trial with per-member values yet: nothing to judge.")
-    if answer.partial:
-        lines += [
-            "",
-            "Smaller architectures where only some members reached it "
-            "(they can fit, but not reliably):",
-        ]
-        lines += [
-            f"- {_arch(candidate)}: {_members_text(candidate, threshold)}"
-            for candidate in answer.partial[:5]
-        ]
-    if answer.unjudged:
-        lines += [
-            "",
-            "Not judged (trial folder or metrics.json missing here): "
-            f"trials {_numbers(answer.unjudged)}.",
-        ]
-    lines += ["", f"*Definition.* {answer.definition} Change the threshold with `--threshold`."]
-    return "\n".join(lines)
 
 
 def _best_md(summary: StudySummary) -> str:

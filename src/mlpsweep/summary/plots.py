@@ -1,8 +1,8 @@
 """Pictures of a whole study, as PNGs under `<study>/plots/` and images in TensorBoard.
 
 Optuna's matplotlib visualisations draw what Optuna knows (history, importances, Pareto
-front); the architecture map and the size-vs-accuracy plot need the ensemble members'
-values from the trial folders, so they are drawn here. Optuna's functions use pyplot, so
+front); the fit map, the architecture map and the size-vs-accuracy plot need the ensemble
+members' values from the trial folders, so they are drawn here. Optuna's functions use pyplot, so
 the Agg backend is selected first (no display needed) and each figure is closed after use.
 """
 
@@ -24,6 +24,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from mlpsweep.plots import save_png  # noqa: E402
 from mlpsweep.summary.answer import ANSWER_METRIC, fitting_candidates  # noqa: E402
+from mlpsweep.summary.map_figure import fit_map_figure  # noqa: E402
 from mlpsweep.summary.study_stats import (  # noqa: E402
     importance_evaluator,
     importance_target,
@@ -34,6 +35,7 @@ from mlpsweep.summary.study_summary import StudySummary  # noqa: E402
 FIGSIZE = (8.0, 5.0)
 DPI = 100
 PICTURES = {
+    "map": "The fit map: members that fit, per hidden units x layers",
     "best_fit": "The best trial's fit (the tutorial's picture)",
     "architecture": "Validation accuracy over hidden units x layers",
     "size_vs_accuracy": "Members' validation accuracy against network size",
@@ -52,6 +54,7 @@ def draw_all(
     """
     plots_dir.mkdir(parents=True, exist_ok=True)
     drawers: dict[str, Callable[[], Figure | Path | str]] = {
+        "map": lambda: map_figure(summary),
         "best_fit": lambda: best_fit(summary, plots_dir / "best_fit.png"),
         "architecture": lambda: architecture_figure(summary),
         "size_vs_accuracy": lambda: size_figure(summary),
@@ -76,6 +79,26 @@ def draw_all(
             plt.close(outcome)
         drawn[PICTURES[name]] = path
     return drawn, skipped
+
+
+def map_figure(summary: StudySummary) -> Figure | str:
+    """The fit map (`map_figure.fit_map_figure`), the answer boxed; a reason when the space
+    is no hidden x layers map."""
+    fit_map = summary.fit_map
+    if not fit_map.drawable:
+        return fit_map.reason
+    winner = summary.answer.winner
+    params = winner.row.params if winner else {}
+    answer = (params["model.hidden"], params["model.layers"]) if params else None
+    coverage = summary.coverage
+    total = coverage.total if coverage.total is not None else "?"
+    title = (
+        f"Colour: members that fit (train/acc = 1, {ANSWER_METRIC} >= "
+        f"{summary.answer.threshold:g}); text: their mean {ANSWER_METRIC}\n"
+        f"box: the smallest that fits; {coverage.trained} of {total} architectures trained "
+        "(blank: not trained)"
+    )
+    return fit_map_figure(fit_map, title, answer)
 
 
 def best_fit(summary: StudySummary, target: Path) -> Path | str:

@@ -89,19 +89,29 @@ def best_row(
     if not any(row.state == "complete" for row in rows):
         return None
     if len(objectives) == 1:
-        return by_number[study.best_trial.number]
+        return original(by_number[study.best_trial.number], by_number)
     sign = 1 if objectives[0].direction == "maximize" else -1
     front = study.best_trials
     if not front:
         return None
-    return by_number[max(front, key=lambda trial: sign * trial.values[0]).number]
+    leader = max(front, key=lambda trial: sign * trial.values[0])
+    return original(by_number[leader.number], by_number)
+
+
+def original(row: TrialRow, by_number: dict[int, TrialRow]) -> TrialRow:
+    """A repeat's twin: the trial that was trained (a repeat only copied its values)."""
+    twin = by_number.get(row.duplicate_of) if row.duplicate_of is not None else None
+    return twin or row
 
 
 def top_rows(
     rows: Sequence[TrialRow], objectives: Sequence[Objective], count: int = TOP_N
 ) -> list[TrialRow]:
     sign = -1 if objectives[0].direction == "maximize" else 1
-    complete = [row for row in rows if row.state == "complete" and row.values]
+    complete = [
+        row for row in rows
+        if row.state == "complete" and row.values and row.duplicate_of is None
+    ]
 
     def rank(row: TrialRow) -> tuple[float, int]:
         return sign * row.values[0], row.number  # type: ignore[index]
@@ -113,9 +123,8 @@ def pareto_rows(study: optuna.Study, rows: Sequence[TrialRow]) -> list[TrialRow]
     if len(study.directions) < 2:
         return []
     numbers = {trial.number for trial in study.best_trials}
-    return sorted(
-        (row for row in rows if row.number in numbers), key=lambda row: (row.values or [0.0])[1:]
-    )
+    front = [row for row in rows if row.number in numbers and row.duplicate_of is None]
+    return sorted(front, key=lambda row: (row.values or [0.0])[1:])
 
 
 def objectives_of(study: optuna.Study, pointer: dict[str, Any]) -> tuple[Objective, ...]:

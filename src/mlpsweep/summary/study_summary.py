@@ -12,6 +12,8 @@ from pathlib import Path
 import optuna
 
 from mlpsweep.summary.answer import DEFAULT_THRESHOLD, Answer, threshold_answer
+from mlpsweep.summary.fit_map import FitMap, build_fit_map
+from mlpsweep.summary.search_space import Coverage, SearchSpace, coverage_of, space_of
 from mlpsweep.summary.study_source import StudySource, SummaryError
 from mlpsweep.summary.study_stats import (
     Importances,
@@ -41,6 +43,9 @@ class StudySummary:
     importances: Importances
     answer: Answer
     n_trials: int | None
+    space: SearchSpace
+    coverage: Coverage
+    fit_map: FitMap
     pictures: dict[str, Path] = field(default_factory=dict)
     skipped_pictures: dict[str, str] = field(default_factory=dict)
 
@@ -60,6 +65,8 @@ def build_summary(
         )
     objectives = objectives_of(study, source.pointer)
     n_trials = source.pointer.get("n_trials")
+    space = space_of(study.get_trials(deepcopy=False))
+    answer = threshold_answer(rows, threshold)
     return StudySummary(
         source=source,
         study_name=study.study_name,
@@ -70,6 +77,9 @@ def build_summary(
         top=top_rows(rows, objectives),
         pareto=pareto_rows(study, rows),
         importances=param_importances(study, objectives),
-        answer=threshold_answer(rows, threshold),
+        answer=answer,
         n_trials=int(n_trials) if isinstance(n_trials, int) else None,
+        space=space,
+        coverage=coverage_of(rows, space),
+        fit_map=build_fit_map(answer.candidates, space),
     )

@@ -41,6 +41,8 @@ class TrialRow:
     started: datetime | None
     completed: datetime | None
     folder: Path | None
+    # the sweep reused trial K's result for this same configuration (not trained again)
+    duplicate_of: int | None = None
 
     def metric(self, key: str, stat: str = "mean") -> float | None:
         value = self.metrics.get(key, {}).get(stat)
@@ -110,4 +112,9 @@ def _row(trial: FrozenTrial, study_folder: Path, retried: set[int]) -> TrialRow:
         started=trial.datetime_start,
         completed=trial.datetime_complete,
         folder=folder,
+        duplicate_of=_trial_number(attrs.get("duplicate_of")),
     )
+
+
+def _trial_number(value: Any) -> int | None:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None

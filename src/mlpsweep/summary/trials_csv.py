@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpsweep.storage import scrub
-from mlpsweep.summary.answer import ANSWER_METRIC
+from mlpsweep.summary.answer import ANSWER_METRIC, TRAIN_METRIC
 from mlpsweep.summary.trial_rows import TrialRow
 from mlpsweep.sweep.settings import PARAMETER_COUNT
 
@@ -25,17 +25,20 @@ def csv_columns(rows: Sequence[TrialRow]) -> list[str]:
     params = sorted({name for row in rows for name in row.params})
     metric_columns = [f"{metric}_{stat}" for metric in SHOWN_METRICS for stat in STATS]
     return [
-        "number", "state", *params, *metric_columns, f"{ANSWER_METRIC}_members", "epochs",
-        "duration_s", PARAMETER_COUNT, "host", "started", "completed", "fail_reason",
-        "reproduce", "folder",
+        "number", "state", "repeat_of", *params, *metric_columns, f"{ANSWER_METRIC}_members",
+        f"{TRAIN_METRIC}_members", "epochs", "duration_s", PARAMETER_COUNT, "host", "started",
+        "completed", "fail_reason", "reproduce", "folder",
     ]
 
 
 def csv_record(row: TrialRow, columns: Sequence[str]) -> dict[str, Any]:
-    members = row.members.get(ANSWER_METRIC, [])
+    def listed(metric: str) -> str:
+        return ";".join(f"{value:.6g}" for value in row.members.get(metric, []))
+
     record: dict[str, Any] = {
         "number": row.number,
         "state": row.state,
+        "repeat_of": row.duplicate_of,
         "epochs": row.epochs,
         "duration_s": row.duration_s,
         PARAMETER_COUNT: row.parameter_count,
@@ -45,7 +48,8 @@ def csv_record(row: TrialRow, columns: Sequence[str]) -> dict[str, Any]:
         "folder": str(row.folder or ""),
         "started": row.started.isoformat(timespec="seconds") if row.started else "",
         "completed": row.completed.isoformat(timespec="seconds") if row.completed else "",
-        f"{ANSWER_METRIC}_members": ";".join(f"{value:.6g}" for value in members),
+        f"{ANSWER_METRIC}_members": listed(ANSWER_METRIC),
+        f"{TRAIN_METRIC}_members": listed(TRAIN_METRIC),
     }
     record.update(row.params)
     for metric in SHOWN_METRICS:

@@ -1,0 +1,78 @@
+"""The fit map: every architecture of the space as a cell, coloured by its fit rate.
+
+Hidden units on x, layers on y; a cell's colour is how many of its members fit (one colour
+per count, red none to green all), its text the members' mean val/acc. An untrained cell
+stays white with no text, so a sampled study shows its gaps; the answer is boxed.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+from matplotlib.colors import BoundaryNorm, ListedColormap  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from mlpsweep.summary.fit_map import FitMap  # noqa: E402
+
+
+def fit_rate_grid(fit_map: FitMap) -> np.ndarray:
+    """(depths, widths) fit rates, NaN where untrained: exactly what the picture colours."""
+    rates = np.full((len(fit_map.depths), len(fit_map.widths)), np.nan)
+    for row, depth in enumerate(fit_map.depths):
+        for col, width in enumerate(fit_map.widths):
+            cell = fit_map.cell(width, depth)
+            if cell is not None:
+                rates[row, col] = cell.fit_rate
+    return rates
+
+
+def _accuracy_text(value: float) -> str:
+    """.97 rather than 0.97, so the text fits a narrow cell; 1 for a perfect grid."""
+    return "1" if value >= 1 else f"{value:.2f}".lstrip("0")
+
+
+def fit_map_figure(
+    fit_map: FitMap, title: str, answer: tuple[int, int] | None = None
+) -> Figure:
+    """The map; `answer` (hidden, layers) is drawn with a black box."""
+    members = max((cell.members for cell in fit_map.cells.values()), default=1) or 1
+    widths, depths = fit_map.widths, fit_map.depths
+    figure = Figure(figsize=(max(6.0, 0.22 * len(widths) + 2.0), 1.4 + 0.9 * len(depths)), dpi=100)
+    axes = figure.add_subplot()
+    colours = matplotlib.colormaps["RdYlGn"](np.linspace(0.05, 0.95, members + 1))
+    cmap = ListedColormap(colours).with_extremes(bad="white")
+    bounds = np.linspace(-0.5 / members, 1 + 0.5 / members, members + 2)
+    image = axes.imshow(
+        np.ma.masked_invalid(fit_rate_grid(fit_map)), cmap=cmap, norm=BoundaryNorm(bounds, cmap.N),
+        aspect="auto", origin="lower", interpolation="nearest",
+    )
+    rotation = 90 if len(widths) > 16 else 0
+    for row, depth in enumerate(depths):
+        for col, width in enumerate(widths):
+            cell = fit_map.cell(width, depth)
+            if cell is not None:
+                axes.text(col, row, _accuracy_text(cell.mean_val_acc), ha="center", va="center",
+                          fontsize=6 if rotation else 8, rotation=rotation)
+    if answer is not None and answer[0] in widths and answer[1] in depths:
+        col, row = widths.index(answer[0]), depths.index(answer[1])
+        axes.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, linewidth=3.0))
+    # thin lines between cells, so a blank (untrained) cell reads as a cell
+    axes.set_xticks(np.arange(-0.5, len(widths)), minor=True)
+    axes.set_yticks(np.arange(-0.5, len(depths)), minor=True)
+    axes.grid(which="minor", color="lightgrey", linewidth=0.5)
+    axes.tick_params(which="minor", length=0)
+    step = max(1, len(widths) // 16)
+    axes.set_xticks(range(0, len(widths), step), [str(width) for width in widths[::step]])
+    axes.set_yticks(range(len(depths)), [str(depth) for depth in depths])
+    axes.set_xlabel("hidden units per layer (model.hidden)")
+    axes.set_ylabel("hidden layers (model.layers)")
+    axes.set_title(title, fontsize=9)
+    bar = figure.colorbar(image, ax=axes, ticks=np.arange(members + 1) / members, pad=0.01)
+    bar.ax.set_yticklabels([f"{count}/{members}" for count in range(members + 1)])
+    bar.set_label("members that fit")
+    figure.tight_layout()
+    return figure
