@@ -5,7 +5,11 @@ One concern per module, imported in this order (arrows one way):
 - `settings`: `conf/sweep/*.yaml` typed and checked into `SweepSettings`;
 - `trial_states`: the state vocabulary the sweep counts with and the summary shows;
 - `optuna_private`: the few private Optuna calls, each named and guarded by a test;
-- `optuna_setup`: storage, study, sampler and pruner built from the settings;
+- `locks`: the file lock (one machine) or advisory lock (PostgreSQL) that serialises
+  creating the storage and study, handing out worker numbers, and count-then-ask;
+- `fixed_settings`: the study's fixed training settings, stored once, compared on resume;
+- `optuna_setup`: storage, study, sampler and pruner built from the settings, and the
+  study's worker numbers (so launchers on several machines seed their workers apart);
 - `trial_config`: a trial's overrides, reproduce command, fingerprint, twin reuse;
 - `trial`: one trial, trained and turned into an Optuna state;
 - `worker`: the ask lock and the ask -> train -> tell loop;

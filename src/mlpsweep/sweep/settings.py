@@ -158,7 +158,7 @@ def parse_settings(cfg: DictConfig) -> SweepSettings:
         workers=sweep.workers,
         objectives=parse_objectives(sweep.objectives),
         space=parse_space(cfg, sweep.space),
-        sampler=_plain_dict(sweep.sampler, "sweep.sampler", SAMPLERS),
+        sampler=_sampler_settings(sweep.sampler),
         pruner=_plain_dict(sweep.pruner, "sweep.pruner", PRUNERS),
         heartbeat_interval=sweep.heartbeat_interval,
         grace_period=sweep.grace_period,
@@ -221,6 +221,15 @@ def _plain_dict(node: Any, key: str, known: dict[str, str]) -> dict[str, Any]:
         name = settings.get("name") if isinstance(settings, dict) else node
         raise ConfigError(f"{key}.name={name!r}: must be one of {', '.join(known)}")
     return settings
+
+
+def _sampler_settings(node: Any) -> dict[str, Any]:
+    """`sweep.sampler`; its seed must be an integer, since each worker adds its number to it."""
+    sampler = _plain_dict(node, "sweep.sampler", SAMPLERS)
+    seed = sampler.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ConfigError(f"sweep.sampler.seed={seed!r}: must be an integer >= 0 or null")
+    return sampler
 
 
 def parse_objectives(node: Any) -> tuple[Objective, ...]:
