@@ -15,7 +15,7 @@ from mlpsweep.cli import config_or_exit, fail
 def main(argv: list[str]) -> int:
     cfg = config_or_exit(argv, usage=__doc__ or "")
     from mlpsweep.model import NonFiniteLossError
-    from mlpsweep.training import closing_line, new_run_dir, train
+    from mlpsweep.training import closing_line, learned_nothing_warning, new_run_dir, train
 
     run_dir = new_run_dir(Path(cfg.output_dir))
     try:
@@ -25,6 +25,9 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt as error:
         return fail(f"{error or 'interrupted'}; the partial run is in {run_dir} (metrics.json status: interrupted)", code=130)
     print(closing_line(result))
+    warning = learned_nothing_warning(result)
+    if warning:
+        print(warning, file=sys.stderr)
     return 0
 
 
