@@ -40,7 +40,7 @@ def train_app(cfg: DictConfig) -> int:
         log_error.error("%s", error)
         return 2
     from mlpsweep.model import NonFiniteLossError
-    from mlpsweep.training import closing_line, train
+    from mlpsweep.training import closing_line, learned_nothing_warning, train
 
     try:
         result = train(cfg, run_dir)
@@ -57,6 +57,9 @@ def train_app(cfg: DictConfig) -> int:
             raise  # Ctrl-C stops the whole multirun, not just this job
         return 130
     log.info("%s", closing_line(result))
+    warning = learned_nothing_warning(result)
+    if warning:
+        log_error.warning("%s", warning)
     return 0
 
 

@@ -85,7 +85,7 @@ def test_ctrl_c_in_a_sweep_queues_the_trial_again(tmp_path: Path) -> None:
     states = [t.state for t in study.get_trials()]
     assert states == [TrialState.FAIL, TrialState.WAITING]  # failed, and queued again
     resumed = subprocess.run(
-        [sys.executable, *args, "trainer.max_epochs=40"],
+        [sys.executable, *args, "trainer.max_epochs=5000"],  # a resume keeps its settings
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

@@ -206,7 +206,12 @@ class MLP(pl.LightningModule):
             optimizer.zero_grad(set_to_none=True)
             sums = self.checked_loss_sums(propagate(inputs, layers, members), labels)
             sums.backward(torch.full((members,), 1.0 / inputs.shape[0]))
-            optimizer.step()
+            try:  # free unless it raises: no call in the hot loop
+                optimizer.step()
+            except RuntimeError as error:
+                if "overflow" not in str(error):
+                    raise
+                raise self.step_overflow() from error
             total += sums.detach()
             points += inputs.shape[0]
         self.epoch_losses[self.current_epoch] = total / points
@@ -221,6 +226,18 @@ class MLP(pl.LightningModule):
             if torch.isfinite(prob).all():
                 raise
             raise self.non_finite(self.current_epoch) from error
+
+    def step_overflow(self) -> NonFiniteLossError:
+        """A step too large for float32 ends the run like a non-finite loss.
+
+        The fused Adam writes inf into the weights (the next loss is NaN), but the
+        per-tensor one refuses a step size beyond float32's range (lr / (1 - beta1) at
+        the first step, so lr >= 3.4e37) with a RuntimeError deep inside torch.
+        """
+        return NonFiniteLossError(
+            f"the Adam step overflowed float32 at epoch {self.current_epoch}; "
+            f"lower model.lr (now {self.hparams.lr})"
+        )
 
     def non_finite(self, epoch: int) -> NonFiniteLossError:
         return NonFiniteLossError(

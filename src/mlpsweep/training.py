@@ -36,7 +36,7 @@ from mlpsweep.callbacks import (
     ValidateLastEpoch,
 )
 from mlpsweep.config import METRICS, hyperparameter_keys, searched_keys, to_yaml
-from mlpsweep.data import PiecewiseDataModule
+from mlpsweep.data import PiecewiseDataModule, training_points
 from mlpsweep.model import MLP
 from mlpsweep.plots import loss_figure, save_png
 
@@ -309,3 +309,30 @@ def closing_line(result: RunResult) -> str:
     shown = ", ".join(fmt(key) for key in METRICS)
     took = f"{result.epochs} epochs in {result.duration_s:.1f}s"
     return f"{result.status}: {shown}; {took} -> {result.run_dir}"
+
+
+def majority_share() -> float:
+    """The share of the training points with the more common label (57 of the 100)."""
+    _, labels = training_points()
+    ones = float(labels.mean())
+    return max(ones, 1.0 - ones)
+
+
+def learned_nothing_warning(result: RunResult) -> str | None:
+    """A warning line when a completed run learned nothing, else None.
+
+    The rule: the members' mean train/acc is no better than always answering the training
+    set's more common label (57 of 100 points), which needs no learning at all. A run with
+    saturated sigmoids (model.lr=1e10: val/loss near 58) or one stopped before it moved
+    (a few epochs) ends there; its "completed" alone would read as a result.
+    """
+    summary = result.metrics.get("train/acc")
+    baseline = majority_share()
+    better = summary is not None and summary.mean > baseline + 1e-6  # float32 accuracies
+    if result.status != "completed" or summary is None or better:
+        return None
+    return (
+        f"warning: the run learned nothing: train/acc {summary.mean:.3f} is no better than "
+        f"always answering the more common label ({baseline:.2f}); "
+        "try a smaller model.lr or more trainer.max_epochs"
+    )

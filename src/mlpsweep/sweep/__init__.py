@@ -6,10 +6,16 @@ One concern per module, imported in this order (arrows one way):
 - `trial_states`: the state vocabulary the sweep counts with and the summary shows;
 - `optuna_private`: the few private Optuna calls, each named and guarded by a test;
 - `grid`: `sweep/sampler=grid`, Optuna's GridSampler over `sweep.space` in a fixed order;
-- `optuna_setup`: storage, study, sampler and pruner built from the settings;
+- `locks`: the file lock (one machine) or advisory lock (PostgreSQL) that serialises
+  creating the storage and study, handing out worker numbers, and count-then-ask;
+- `fixed_settings`: the study's fixed training settings, stored once, compared on resume;
+- `optuna_setup`: storage, study, sampler and pruner built from the settings, and the
+  study's worker numbers (so launchers on several machines seed their workers apart);
 - `trial_config`: a trial's overrides, reproduce command, fingerprint, twin reuse;
-- `trial`: one trial, trained and turned into an Optuna state;
-- `worker`: the ask lock and the ask -> train -> tell loop;
+- `trial`: one trial's config, folder and outcome as an Optuna state;
+- `batch`: the asked trials trained as one network, each told as it leaves;
+- `liveness`: whose process trains a running trial; workers that end with their launcher;
+- `worker`: ask a batch -> train -> tell, and wait for trials running elsewhere;
 - `launcher`: the study created once, the workers, the progress bar, best.yaml.
 
 The names below are loaded on first use (PEP 562), so that `mlpsweep.summary` can import

@@ -1,6 +1,8 @@
 """`python src/sweep.py`: check everything, create the study, run the workers, report the best.
 
-The launcher creates the study once (so workers never race to create it), writes
+The launcher checks every setting before it creates anything, then, under the storage's
+lock, creates or loads the study (refusing a resume whose training settings changed) and
+takes worker numbers from it (so workers never race to create it), writes
 `study.json` (how the summary finds the storage, password masked), then either runs the
 one worker in this process or spawns `sweep.workers` processes and only watches the
 study, drawing one progress bar. At the end it writes `best.yaml` and prints how to
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,9 +24,20 @@ from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
 from mlpsweep.config import ConfigError
-from mlpsweep.sweep.optuna_setup import load_or_create_study, open_sweep_storage, worker_study
+from mlpsweep.sweep.fixed_settings import fixed_training_settings, record_or_check
+from mlpsweep.sweep.locks import storage_lock
+from mlpsweep.sweep.optuna_setup import (
+    claim_worker_numbers,
+    load_or_create_study,
+    make_folder,
+    make_pruner,
+    make_sampler,
+    open_sweep_storage,
+    refuse_foreign_sqlite,
+    worker_study,
+)
 from mlpsweep.sweep.settings import SweepSettings, parse_settings
-from mlpsweep.sweep.trial_config import training_overrides
+from mlpsweep.sweep.trial_config import check_space_composes, training_overrides
 from mlpsweep.sweep.trial_states import finished_count, state_counts
 from mlpsweep.sweep.worker import run_trials, worker_process_main
 
@@ -84,23 +98,26 @@ def launch(cfg: DictConfig, overrides: Sequence[str]) -> int:
     """Check everything, create the study once, run the workers, then report the best."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     settings = parse_settings(cfg)
-    _reject_fixed_search_keys(settings, overrides)
-    storage = open_sweep_storage(settings)
-    study = load_or_create_study(settings, storage)
-    first_worker = worker_study(settings, storage, 0)  # a sampler or pruner error shows now
-    settings.study_dir.mkdir(parents=True, exist_ok=True)
+    check_before_creating(settings, overrides)
+    created = make_folder(settings.study_dir, "sweep.output_dir")
+    try:
+        storage, study, first_number = open_study(settings, cfg)
+    except BaseException:
+        remove_if_only_folders(created)  # e.g. PostgreSQL unreachable: leave nothing behind
+        raise
     write_study_pointer(settings)
     progress = SweepProgress(settings, enabled=not cfg.quiet)
     progress.refresh(study)
     try:
         if settings.workers == 1:
             run_trials(
-                first_worker, settings, storage, training_overrides(overrides),
-                on_trial_end=progress.refresh, on_wait=progress.waiting,
+                worker_study(settings, storage, first_number), settings, storage,
+                training_overrides(overrides), on_trial_end=progress.refresh,
+                on_wait=progress.waiting,
             )
             dead: list[str] = []
         else:
-            dead = run_worker_processes(settings, overrides, study, progress)
+            dead = run_worker_processes(settings, overrides, study, progress, first_number)
     finally:
         progress.refresh(study)
         progress.close()
@@ -123,6 +140,36 @@ def incomplete_study_code(study: optuna.Study, settings: SweepSettings, dead: li
         file=sys.stderr,
     )
     return 1
+
+
+def check_before_creating(settings: SweepSettings, overrides: Sequence[str]) -> None:
+    """Every check that needs no storage, so a rejected setting leaves no file behind:
+    the searched keys, the sampler and pruner, a composable trial, an SQLite file's kind."""
+    _reject_fixed_search_keys(settings, overrides)
+    make_sampler(settings, 0)
+    make_pruner(settings)
+    check_space_composes(settings, training_overrides(overrides))
+    refuse_foreign_sqlite(settings)
+
+
+def remove_if_only_folders(folder: Path | None) -> None:
+    """Remove `folder` (one this command created) if it holds nothing but empty folders."""
+    if folder is not None and folder.is_dir() and all(p.is_dir() for p in folder.rglob("*")):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def open_study(
+    settings: SweepSettings, cfg: DictConfig
+) -> tuple[optuna.storages.RDBStorage, optuna.Study, int]:
+    """The storage, the study (created, or loaded and checked against this command's
+    settings) and the first of this launcher's worker numbers, all under one lock: two
+    commands starting one new study at once then share it instead of colliding."""
+    with storage_lock(settings):
+        storage = open_sweep_storage(settings)
+        study = load_or_create_study(settings, storage)
+        record_or_check(study, settings, fixed_training_settings(cfg, settings))
+        first_number = claim_worker_numbers(storage, settings.study_name, settings.workers)
+    return storage, study, first_number
 
 
 def write_study_pointer(settings: SweepSettings) -> None:
@@ -151,19 +198,25 @@ def _reject_fixed_search_keys(settings: SweepSettings, overrides: Sequence[str])
 
 
 def run_worker_processes(
-    settings: SweepSettings, overrides: Sequence[str], study: optuna.Study, progress: SweepProgress
+    settings: SweepSettings,
+    overrides: Sequence[str],
+    study: optuna.Study,
+    progress: SweepProgress,
+    first_number: int,
 ) -> list[str]:
     """N worker processes on the same storage; this process only watches the study.
 
-    A worker that dies leaves its trials to the others (they queue them again at once, see
-    `liveness`). Returns the names of the workers that ended with an error.
+    Worker `first_number + i` seeds its sampler with `seed + first_number + i`: numbers the
+    study hands out, so launchers on several machines never draw alike. A worker that dies
+    leaves its trials to the others (they queue them again at once, see `liveness`).
+    Returns the names of the workers that ended with an error.
     """
     context = multiprocessing.get_context("spawn")
     processes = [
         context.Process(
             target=worker_process_main,
-            args=(list(overrides), index, os.getpid()),
-            name=f"worker-{index}",
+            args=(list(overrides), first_number + index, os.getpid()),
+            name=f"worker-{first_number + index}",
         )
         for index in range(settings.workers)
     ]

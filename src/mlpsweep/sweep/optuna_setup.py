@@ -7,7 +7,9 @@ worker died); this module only builds those objects, so that a wrong argument in
 
 from __future__ import annotations
 
+import time
 import warnings
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,9 @@ def open_sweep_storage(settings: SweepSettings) -> optuna.storages.RDBStorage:
     """The RDB storage the sweep writes to, with heartbeat and retry of dead workers' trials.
 
     An SQLite file's folder is created; a failure to open is the user's `sweep.storage` error.
+    Optuna creates its tables on first open; if another command does the same at that
+    instant (one without the launcher's `storage_lock`), the loser's insert collides, and
+    opening again finds the tables made.
     """
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
@@ -31,19 +36,86 @@ def open_sweep_storage(settings: SweepSettings) -> optuna.storages.RDBStorage:
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     if settings.storage_url.startswith("sqlite:///"):
         database = Path(settings.storage_url.removeprefix("sqlite:///"))
-        database.parent.mkdir(parents=True, exist_ok=True)
+        default = database == (settings.study_dir / "study.db").resolve()
+        make_folder(database.parent, "sweep.output_dir" if default else "sweep.storage")
     retry = RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry)
+    for attempt in range(1, SCHEMA_RACE_ATTEMPTS + 1):
+        try:
+            return open_rdb(
+                settings.storage_url,
+                heartbeat_interval=settings.heartbeat_interval,
+                grace_period=settings.grace_period,
+                heartbeat_stale_trial_callback=retry,
+            )
+        except StorageError as error:
+            if attempt < SCHEMA_RACE_ATTEMPTS and _lost_schema_race(error):
+                time.sleep(0.2 * attempt)
+                continue
+            raise ConfigError(
+                f"sweep.storage={settings.storage_display!r}: cannot open ({error})"
+            ) from error
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+SCHEMA_RACE_ATTEMPTS = 5
+
+
+def _lost_schema_race(error: StorageError) -> bool:
+    """Another process created Optuna's tables or version row at the same instant."""
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    cause = error.__cause__
+    if isinstance(cause, IntegrityError):
+        return True
+    collided = isinstance(cause, OperationalError | ProgrammingError)
+    return collided and "already exists" in str(cause)
+
+
+def make_folder(folder: Path, key: str) -> Path | None:
+    """`mkdir -p folder`, or one ConfigError line naming the key (read-only, /proc, a file).
+
+    Returns the outermost folder it created (None if `folder` existed), so that a command
+    failing right after can remove what it made.
+    """
+    missing = [path for path in (folder, *folder.parents) if not path.exists()]
     try:
-        return open_rdb(
-            settings.storage_url,
-            heartbeat_interval=settings.heartbeat_interval,
-            grace_period=settings.grace_period,
-            heartbeat_stale_trial_callback=retry,
-        )
-    except StorageError as error:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
         raise ConfigError(
-            f"sweep.storage={settings.storage_display!r}: cannot open ({error})"
+            f"{key}: cannot create the folder {folder} ({reason}); choose a writable place"
         ) from error
+    return missing[-1] if missing else None
+
+
+def refuse_foreign_sqlite(settings: SweepSettings) -> None:
+    """An existing SQLite file must be an Optuna storage (or empty): Optuna would otherwise
+    add its tables to someone's database. It is only read, never written, here."""
+    import sqlite3
+
+    if not settings.storage_url.startswith("sqlite:///"):
+        return
+    database = Path(settings.storage_url.removeprefix("sqlite:///"))
+    if not database.is_file() or database.stat().st_size == 0:
+        return
+    try:
+        with closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    except sqlite3.DatabaseError as error:
+        raise ConfigError(
+            f"sweep.storage={settings.storage_display!r}: {database} is not an SQLite "
+            f"database ({error}); choose another sweep.storage or sweep.output_dir"
+        ) from error
+    tables = sorted(name for (name,) in rows)
+    if tables and not OPTUNA_TABLES <= set(tables):
+        raise ConfigError(
+            f"sweep.storage={settings.storage_display!r}: {database} is a database but not an "
+            f"Optuna storage (tables: {', '.join(tables[:5])}); it is left untouched: choose "
+            "another sweep.storage or sweep.output_dir"
+        )
+
+
+OPTUNA_TABLES = {"alembic_version", "studies", "trials"}
 
 
 def load_or_create_study(
@@ -77,6 +149,22 @@ def worker_study(
         sampler=make_sampler(settings, worker_index),
         pruner=make_pruner(settings),
     )
+
+
+WORKER_COUNTER_ATTR = "mlpsweep:workers_started"
+
+
+def claim_worker_numbers(storage: optuna.storages.BaseStorage, study_name: str, count: int) -> int:
+    """The first of `count` worker numbers no other worker of the study has had.
+
+    The counter lives in the study, so launchers on several machines get different numbers,
+    and so different sampler seeds; a fresh study's first launcher gets 0..count-1, hence
+    the same seeds as `seed` gave before. Call under `locks.storage_lock`.
+    """
+    study_id = storage.get_study_id_from_name(study_name)
+    first = int(storage.get_study_system_attrs(study_id).get(WORKER_COUNTER_ATTR, 0))
+    storage.set_study_system_attr(study_id, WORKER_COUNTER_ATTR, first + count)
+    return first
 
 
 def make_sampler(settings: SweepSettings, worker_index: int) -> optuna.samplers.BaseSampler:

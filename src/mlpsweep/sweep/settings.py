@@ -193,7 +193,7 @@ def parse_settings(cfg: DictConfig) -> SweepSettings:
         )
     _check_storage_url(storage)
     space = parse_space(cfg, sweep.space)
-    sampler = _plain_dict(sweep.sampler, "sweep.sampler", SAMPLERS)
+    sampler = _sampler_settings(sweep.sampler)
     return SweepSettings(
         study_name=sweep.study_name,
         storage_url=storage,
@@ -310,6 +310,15 @@ def grid_size(space: tuple[ParamSpec, ...]) -> int:
 def grid_shape(space: tuple[ParamSpec, ...]) -> str:
     """`model.hidden 64 x model.layers 4`: each key with its number of values."""
     return " x ".join(f"{spec.path} {spec.grid_count()}" for spec in space)
+
+
+def _sampler_settings(node: Any) -> dict[str, Any]:
+    """`sweep.sampler`; its seed must be an integer, since each worker adds its number to it."""
+    sampler = _plain_dict(node, "sweep.sampler", SAMPLERS)
+    seed = sampler.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ConfigError(f"sweep.sampler.seed={seed!r}: must be an integer >= 0 or null")
+    return sampler
 
 
 def parse_objectives(node: Any) -> tuple[Objective, ...]:

@@ -17,8 +17,8 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from mlpsweep.config import compose
-from mlpsweep.sweep.settings import NOT_REPRODUCED
+from mlpsweep.config import ConfigError, compose
+from mlpsweep.sweep.settings import NOT_REPRODUCED, ParamSpec, SweepSettings
 
 _MISSING = object()
 
@@ -31,6 +31,34 @@ def training_overrides(overrides: Sequence[str]) -> list[str]:
 def trial_overrides(base_overrides: Sequence[str], params: dict[str, Any]) -> list[str]:
     sampled = [f"{path}={_override_value(value)}" for path, value in params.items()]
     return [*base_overrides, *sampled, "quiet=true"]
+
+
+def check_space_composes(settings: SweepSettings, base_overrides: Sequence[str]) -> None:
+    """Each searched key has a value (a bound or a choice) the training config accepts.
+
+    Otherwise every trial would fail on its config: refused before any study is created.
+    One bad choice among good ones is allowed (that trial fails, and says why).
+    """
+    for spec in settings.space:
+        errors = []
+        for value in _candidates(spec):
+            try:
+                compose(trial_overrides(base_overrides, {spec.path: value}))
+                break
+            except ConfigError as error:
+                errors.append(error)
+        else:
+            raise ConfigError(
+                f"sweep.space.{spec.path}: no value of it gives a valid training config "
+                f"(with {spec.path}={_candidates(spec)[0]!r}: {errors[0]})"
+            )
+
+
+def _candidates(spec: ParamSpec) -> list[Any]:
+    if spec.kind == "categorical":
+        return list(spec.choices)
+    cast = int if spec.kind == "int" else float
+    return [cast(spec.low), cast(spec.high)]
 
 
 def _override_value(value: Any) -> str:

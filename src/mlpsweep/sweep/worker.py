@@ -9,13 +9,10 @@ re-queues its trial (at once on the same host: see `liveness`). Ctrl-C does the 
 
 from __future__ import annotations
 
-import fcntl
 import sys
 import threading
 import time
-import zlib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 
 import optuna
 from optuna.trial import TrialState
@@ -28,6 +25,7 @@ from mlpsweep.sweep.liveness import (
     requeue_dead_local,
     running_elsewhere,
 )
+from mlpsweep.sweep.locks import ask_lock
 from mlpsweep.sweep.optuna_private import study_storage, trial_id
 from mlpsweep.sweep.optuna_setup import open_sweep_storage, worker_study
 from mlpsweep.sweep.settings import SweepSettings, parse_settings
@@ -36,34 +34,6 @@ from mlpsweep.sweep.trial_config import training_overrides
 from mlpsweep.sweep.trial_states import budget_used, finished_count
 
 WAIT_POLL_S = 5  # how often a worker with nothing to ask looks again (at most the heartbeat)
-
-
-@contextmanager
-def ask_lock(settings: SweepSettings, storage: optuna.storages.RDBStorage) -> Iterator[None]:
-    """Serialise count-then-ask among all workers of the study.
-
-    Several machines share only the database, so PostgreSQL takes an advisory lock; on one
-    machine (SQLite) an flock on a file in the study folder does the same.
-    """
-    if settings.is_postgres:
-        from sqlalchemy import text
-
-        key = zlib.crc32(f"mlpsweep:{settings.study_name}".encode())
-        with storage.engine.connect() as connection:
-            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
-            try:
-                yield
-            finally:
-                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-                connection.commit()
-        return
-    settings.study_dir.mkdir(parents=True, exist_ok=True)
-    with open(settings.study_dir / ".ask.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def next_batch(
