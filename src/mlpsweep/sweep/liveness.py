@@ -101,4 +101,7 @@ def end_with_parent(parent_pid: int) -> None:
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    """Once: a second SIGTERM (seen here right after the first) must not cut short the
+    requeue that the first one starts."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt(f"signal {signum}: the launcher is gone")
