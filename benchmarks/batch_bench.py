@@ -1,0 +1,212 @@
+"""Batched trials against one trial at a time, in one run on this machine.
+
+Every figure is a real `python src/sweep.py` subprocess (start-up included), variants
+interleaved and repeated, medians reported with the load average beside them:
+
+- grid32: the 32-architecture grid (hidden 1..16 x layers 1..2), 2000 epochs, 1 worker,
+  `sweep.batch=1` against `sweep.batch=32` (and 8);
+- sample: a fixed, stated sample of 16 cells of the full default grid (hidden 8, 24, 40, 56
+  x layers 1..4; 7000 epochs, stop when all members fit, 2 workers), batch 1 against the
+  grid's default batch, scaled by 256/16 to estimate the unbatched full grid;
+- full: the full default grid (`make map`: 256 cells x 4 members), 2 workers, batched: wall
+  time, peak resident memory of any worker, floating-point work and the rate achieved
+  against this machine's peak;
+- tpe: the default TPE sweep (`make sweep`, 40 trials), batch 1 against the default batch.
+
+    python benchmarks/batch_bench.py [--only grid32,sample,full,tpe] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_HIDDEN = (8, 24, 40, 56)
+FLOP_PER_CYCLE = 32  # fp32 per core: two 256-bit FMA pipes (AVX2 + FMA, Zen 2/3, Haswell on)
+
+
+@dataclass
+class Timing:
+    label: str
+    walls: list[float] = field(default_factory=list)
+    loads: list[float] = field(default_factory=list)
+    peak_rss_mib: float = 0.0
+    study: dict = field(default_factory=dict)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.walls)
+
+
+def run_sweep(out: Path, *overrides: str) -> tuple[float, float, float]:
+    """Wall seconds, the 1-minute load average at the start, and peak RSS (MiB) of the
+    largest process of the sweep's tree (launcher or worker)."""
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS_WRAPPER, sys.executable, "src/sweep.py", *overrides,
+         f"sweep.output_dir={out}", "quiet=true"],
+        cwd=ROOT, check=True, capture_output=True, text=True,
+    )
+    wall = time.perf_counter() - started
+    peak_kib = int(done.stdout.strip().splitlines()[-1])
+    return wall, load, peak_kib / 1024
+
+
+# Runs the sweep as its child and prints the largest resident set of the sweep's process tree
+# (ru_maxrss of waited-for descendants), so each run is measured on its own.
+PEAK_RSS_WRAPPER = (
+    "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+    "stdout=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
+
+
+def study_facts(out: Path, name: str) -> dict:
+    """Distinct cells, members, epochs and floating-point work of a finished study."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{out / name / 'study.db'}")
+    trained = [
+        trial for trial in study.get_trials()
+        if trial.state.is_finished() and "duplicate_of" not in trial.user_attrs
+    ]
+    flops = 0.0
+    for trial in trained:
+        hidden, layers = trial.params["model.hidden"], trial.params["model.layers"]
+        flops += trial.user_attrs.get("epochs", 0) * 4 * epoch_flops(hidden, layers)
+    return {
+        "trials": len(study.get_trials()),
+        "complete": sum(t.state.name == "COMPLETE" for t in study.get_trials()),
+        "epochs": sum(t.user_attrs.get("epochs", 0) for t in trained),
+        "flops": flops,
+    }
+
+
+def epoch_flops(hidden: int, layers: int, points: int = 100) -> float:
+    """One member's floating-point operations for one epoch of the tutorial's 100 points:
+    each weight is one multiply-add (2 flops) forward and two backward (input and weight
+    gradients), so 6 flops per weight per point; biases, sigmoids, BCE and Adam are
+    elementwise and left out (a few percent at these sizes)."""
+    widths = [1] + [hidden] * layers + [1]
+    weights = sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+    return 6.0 * weights * points
+
+
+def peak_gflops(cores: int = 2) -> float:
+    mhz = next(
+        float(line.split(":")[1]) for line in Path("/proc/cpuinfo").read_text().splitlines()
+        if line.startswith("cpu MHz")
+    )
+    return cores * FLOP_PER_CYCLE * mhz / 1000
+
+
+def interleaved(variants: dict[str, list[str]], repeats: int, tmp: Path, name: str) -> dict:
+    """Each variant `repeats` times, in rotated order; a fresh study folder per run."""
+    timings = {label: Timing(label) for label in variants}
+    order = list(variants)
+    for repeat in range(repeats):
+        for label in order[repeat % len(order):] + order[: repeat % len(order)]:
+            out = tmp / f"{name}-{label}-{repeat}".replace(" ", "_").replace("=", "")
+            wall, load, rss = run_sweep(out, *variants[label])
+            timings[label].walls.append(wall)
+            timings[label].loads.append(load)
+            timings[label].peak_rss_mib = max(timings[label].peak_rss_mib, rss)
+            study_name = next(
+                (o.split("=", 1)[1] for o in variants[label] if o.startswith("sweep.study_name=")),
+                "mlp_grid" if "sweep=grid" in variants[label] else "mlp_arch",
+            )
+            timings[label].study = study_facts(out, study_name)
+            print(f"  {label}: {wall:.1f} s (load {load:.2f})", file=sys.stderr, flush=True)
+    return timings
+
+
+GRID32 = ("sweep=grid", "sweep.space.model.hidden.high=16", "sweep.space.model.layers.high=2",
+          "trainer.max_epochs=2000", "sweep.workers=1")
+SAMPLE_CHOICES = ",".join(map(str, SAMPLE_HIDDEN))
+SAMPLE = ("sweep=grid", "sweep.workers=2", "~sweep.space.model.hidden",
+          f"+sweep.space.model.hidden={{type:categorical,choices:[{SAMPLE_CHOICES}]}}")
+
+
+def section_rows(timings: dict, reference: str) -> list[str]:
+    rows = ["| variant | runs | median wall s | min | load avg (1 min) at start | ratio to "
+            f"{reference} | peak RSS MiB |", "| --- | ---: | ---: | ---: | --- | ---: | ---: |"]
+    base = timings[reference].median
+    for label, timing in timings.items():
+        loads = ", ".join(f"{load:.2f}" for load in timing.loads)
+        rows.append(
+            f"| {label} | {len(timing.walls)} | {timing.median:.1f} | {min(timing.walls):.1f} | "
+            f"{loads} | {base / timing.median:.2f}x faster | {timing.peak_rss_mib:.0f} |"
+        )
+    return rows
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="grid32,sample,full,tpe")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args(argv)
+    parts = set(args.only.split(","))
+    lines: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="mlpsweep-batch-bench-") as folder:
+        tmp = Path(folder)
+        if "grid32" in parts:
+            print("grid32", file=sys.stderr)
+            timings = interleaved({
+                "sweep.batch=1": [*GRID32, "sweep.batch=1"],
+                "sweep.batch=8": [*GRID32, "sweep.batch=8"],
+                "sweep.batch=32": [*GRID32, "sweep.batch=32"],
+            }, args.repeats, tmp, "grid32")
+            lines += ["### 32-architecture grid, 1 worker, 2000 epochs", "",
+                      *section_rows(timings, "sweep.batch=1"), ""]
+        if "sample" in parts:
+            print("sample", file=sys.stderr)
+            timings = interleaved({
+                "sweep.batch=1": [*SAMPLE, "sweep.batch=1"],
+                "grid default batch": [*SAMPLE],
+            }, args.repeats, tmp, "sample")
+            unbatched = timings["sweep.batch=1"].median * 256 / 16
+            lines += ["### Sample of the full grid: 16 of 256 cells, 2 workers", "",
+                      *section_rows(timings, "sweep.batch=1"), "",
+                      f"Unbatched full grid, scaled from the sample: {unbatched:.0f} s "
+                      f"({unbatched / 60:.1f} min).", ""]
+            facts = {label: t.study for label, t in timings.items()}
+            lines += [f"Sample studies: {json.dumps(facts)}", ""]
+        if "full" in parts:
+            print("full", file=sys.stderr)
+            timings = interleaved({"make map (batched)": ["sweep=grid"]}, 1, tmp, "full")
+            timing = timings["make map (batched)"]
+            facts = timing.study
+            rate = facts["flops"] / timing.median / 1e9
+            lines += ["### The full default grid (`make map`), 2 workers", "",
+                      *section_rows(timings, "make map (batched)"), "",
+                      f"- {facts['complete']} of {facts['trials']} cells complete, "
+                      f"{facts['epochs']} epochs trained (of {256 * 7000} without stopping)",
+                      f"- useful work {facts['flops'] / 1e12:.2f} TFLOP; achieved "
+                      f"{rate:.1f} GFLOP/s against a peak of {peak_gflops():.0f} GFLOP/s "
+                      f"({100 * rate / peak_gflops():.1f}%)", ""]
+        if "tpe" in parts:
+            print("tpe", file=sys.stderr)
+            timings = interleaved({
+                "sweep.batch=1": ["sweep.batch=1"],
+                "default batch": [],
+            }, 1, tmp, "tpe")
+            lines += ["### Default TPE sweep (`make sweep`, 40 trials), 2 workers", "",
+                      *section_rows(timings, "sweep.batch=1"), "",
+                      f"Studies: {json.dumps({k: t.study for k, t in timings.items()})}", ""]
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
