@@ -21,7 +21,7 @@ help:
 	@echo "make summary    best-trial summary of the latest sweep (STUDY=name or folder)"
 	@echo "make tensorboard  TensorBoard over outputs/ on 127.0.0.1:$(PORT)"
 	@echo "make dashboard  optuna-dashboard for a study on 127.0.0.1 (STUDY=...)"
-	@echo "make bench      benchmarks/results.md: per-epoch time against the tutorial's loop"
+	@echo "make bench      benchmarks/results.md: a run against the tutorial's loop, batched trials against one at a time"
 	@echo "make lint       ruff"
 	@echo "make clean      remove .venv and caches (outputs/ is kept)"
 
@@ -61,6 +61,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py $(ARGS)
+	$(PY) benchmarks/batch_bench.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

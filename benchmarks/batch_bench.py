@@ -14,6 +14,9 @@ interleaved and repeated, medians reported with the load average beside them:
 - tpe: the default TPE sweep (`make sweep`, 40 trials), batch 1 against the default batch.
 
     python benchmarks/batch_bench.py [--only grid32,sample,full,tpe] [--repeats 2]
+
+The section is printed and written into `benchmarks/results.md` between two markers
+(replacing an earlier one), after `benchmarks/run.py` has written the rest of that file.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results.md"
+BEGIN, END = "<!-- batch_bench.py: begin -->", "<!-- batch_bench.py: end -->"
 SAMPLE_HIDDEN = (8, 24, 40, 56)
 FLOP_PER_CYCLE = 32  # fp32 per core: two 256-bit FMA pipes (AVX2 + FMA, Zen 2/3, Haswell on)
 
@@ -204,8 +209,33 @@ def main(argv: list[str]) -> int:
             lines += ["### Default TPE sweep (`make sweep`, 40 trials), 2 workers", "",
                       *section_rows(timings, "sweep.batch=1"), "",
                       f"Studies: {json.dumps({k: t.study for k, t in timings.items()})}", ""]
-    print("\n".join(lines))
+    text = "\n".join(header(args) + lines)
+    print(text)
+    write_section(text)
     return 0
+
+
+def header(args: argparse.Namespace) -> list[str]:
+    import torch
+
+    return [
+        "## Batched trials against one trial at a time",
+        "",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} cores; "
+        f"torch {torch.__version__}; peak {peak_gflops():.0f} GFLOP/s (2 cores x "
+        f"{FLOP_PER_CYCLE} fp32 flop/cycle x the clock in /proc/cpuinfo)",
+        f"- command: `python benchmarks/batch_bench.py --only {args.only} --repeats {args.repeats}`"
+        " (part of `make bench`); each figure is a whole `src/sweep.py` command, start-up included",
+        "",
+    ]
+
+
+def write_section(text: str) -> None:
+    """Put the section into results.md between the markers, replacing an earlier one."""
+    old = RESULTS.read_text() if RESULTS.exists() else ""
+    if BEGIN in old and END in old:
+        old = old[: old.index(BEGIN)].rstrip() + "\n" + old[old.index(END) + len(END):].lstrip()
+    RESULTS.write_text(f"{old.rstrip()}\n\n{BEGIN}\n{text}\n{END}\n")
 
 
 if __name__ == "__main__":

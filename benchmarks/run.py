@@ -37,7 +37,7 @@ FULL_RUN_EPOCHS = 7000  # the default run's trainer.max_epochs, the length the t
 ENSEMBLES = (1, 8, 32)
 Times = dict[str, list[float]]
 
-# The targets of issue 5.
+# The speed targets of a single run (against the tutorial's loop).
 TARGET_DEFAULT_VS_TUTORIAL = 1.25
 STRETCH_DEFAULT_VS_TUTORIAL = 1.0
 TARGET_K8 = 1.3
@@ -208,7 +208,7 @@ def report(rows: list[Variant], measured: tuple[Times, Times], startup: tuple[Ti
         "picture every 1000. The targets are judged on the wall-time medians; the CPU-time figure "
         "is shown beside each as a check against machine noise.",
         "",
-        "## Targets (issue 5)",
+        "## Targets (speed of a single run)",
         "",
         "| target | figure (wall) | CPU time | verdict |",
         "| --- | --- | --- | --- |",
@@ -290,7 +290,7 @@ def main(argv: list[str]) -> int:
         rows = variants(args.epochs, args.short_epochs, output_dir, default_threads, args.full_run)
         measured = measure(rows, args.repeats, default_threads)
         startup = None if args.no_startup else startup_times(args.startup_repeats, output_dir)
-    sweep_lines = (["## The sweep side by side (issue 5 item 3)", "", "not measured in this run (--no-sweep)"]
+    sweep_lines = (["## The sweep side by side", "", "not measured in this run (--no-sweep)"]
                    if args.no_sweep else sweep_side_by_side(args.sweep_trials, args.sweep_epochs))
     text = report(rows, measured, startup, args, default_threads, time.perf_counter() - started, sweep_lines)
     print(text)

@@ -1,4 +1,4 @@
-"""The sweep side by side (issue 5 item 3): `make sweep`'s machinery against a naive sweep.
+"""The sweep side by side: `make sweep`'s machinery against a naive sweep.
 
 - naive: what a researcher writes without the tool: one process, a `for` loop over
   architectures drawn at random from the same space, each trained to the full epochs
@@ -111,7 +111,7 @@ def measure(trials: int, epochs: int, extra: list[str] = ()) -> list[str]:
     speedup = naive.wall_s / project.wall_s
     as_good = project.best_val_acc >= naive.best_val_acc
     lines = [
-        "## The sweep side by side (issue 5 item 3)",
+        "## The sweep side by side",
         "",
         f"{trials} trials of {epochs} epochs, 4 members each, on this machine's 2 cores; wall time includes each "
         "command's start-up. Naive = the loop a user writes (`benchmarks/sweep_bench.py`); project = `src/sweep.py`.",
