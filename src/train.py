@@ -21,6 +21,7 @@ from mlpsweep.config import ConfigError
 
 log = logging.getLogger("mlpsweep.result")
 log_error = logging.getLogger("mlpsweep.error")
+log_warning = logging.getLogger("mlpsweep.warning")  # its lines carry their own "warning:"
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
@@ -59,7 +60,7 @@ def train_app(cfg: DictConfig) -> int:
     log.info("%s", closing_line(result))
     warning = learned_nothing_warning(result)
     if warning:
-        log_error.warning("%s", warning)
+        log_warning.warning("%s", warning)
     return 0
 
 

@@ -38,6 +38,11 @@ class TrialSpec:
     seed: int
 
 
+class StepOverflow(RuntimeError):
+    """Adam's step left float32's range (the per-tensor Adam refuses it; see
+    `MLP.step_overflow`). The learning rate is the batch's, so every trial is hit."""
+
+
 @dataclass(frozen=True)
 class EpochLosses:
     """One epoch's result: the mean loss of every member still in the batch (batch order),
@@ -292,7 +297,12 @@ class BatchedMLP(nn.Module):
             if sums is None or self.optimizer is None:  # every trial diverged
                 break
             sums.backward(self.gradient(x.shape[0]))
-            self.optimizer.step()
+            try:  # free unless it raises: no call in the hot loop
+                self.optimizer.step()
+            except RuntimeError as error:
+                if "overflow" not in str(error):
+                    raise
+                raise StepOverflow(str(error)) from error
             total += sums.detach()
             points += x.shape[0]
         return EpochLosses(total / max(points, 1), tuple(diverged))

@@ -29,7 +29,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
-from mlpsweep.batch_model import BatchedMLP, TrialSpec
+from mlpsweep.batch_model import BatchedMLP, StepOverflow, TrialSpec
 from mlpsweep.callbacks import FitPictureLogger, HParamsLogger, LossCurveLogger
 from mlpsweep.config import to_yaml
 from mlpsweep.fit_rule import fitting_members
@@ -261,8 +261,16 @@ class BatchTrainer:
             self.finish(trial, status_of(error), reason, tell=False)
 
     def train_epoch(self, epoch: int, minibatches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """One epoch for every trial; a trial whose loss turned NaN fails as it would alone."""
-        result = self.batch.train_epoch(minibatches)
+        """One epoch for every trial; a trial whose loss turned NaN fails as it would alone,
+        and a step beyond float32 (the batch's shared learning rate) fails them all."""
+        try:
+            result = self.batch.train_epoch(minibatches)
+        except StepOverflow:
+            self.leave([
+                (trial, "failed", str(trial.record.step_overflow(epoch - 1)))
+                for trial in self.active()
+            ])
+            return
         self.losses[epoch - 1, self.batch.member_ids] = result.losses
         self.epochs_done = epoch
         for index in result.diverged:

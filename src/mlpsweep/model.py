@@ -227,7 +227,7 @@ class MLP(pl.LightningModule):
                 raise
             raise self.non_finite(self.current_epoch) from error
 
-    def step_overflow(self) -> NonFiniteLossError:
+    def step_overflow(self, epoch: int | None = None) -> NonFiniteLossError:
         """A step too large for float32 ends the run like a non-finite loss.
 
         The fused Adam writes inf into the weights (the next loss is NaN), but the
@@ -235,7 +235,8 @@ class MLP(pl.LightningModule):
         the first step, so lr >= 3.4e37) with a RuntimeError deep inside torch.
         """
         return NonFiniteLossError(
-            f"the Adam step overflowed float32 at epoch {self.current_epoch}; "
+            f"the Adam step overflowed float32 at epoch "
+            f"{self.current_epoch if epoch is None else epoch}; "
             f"lower model.lr (now {self.hparams.lr})"
         )
 
