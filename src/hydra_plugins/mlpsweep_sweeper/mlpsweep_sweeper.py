@@ -70,7 +70,8 @@ class MlpsweepOptunaSweeper(Sweeper):
         from mlpsweep.sweep.launcher import check_before_creating
         from mlpsweep.sweep.settings import parse_settings
 
-        overrides = engine_overrides(config, [o.input_line for o in parsed if not o.is_hydra_override()])
+        typed_for_the_job = [o.input_line for o in parsed if not o.is_hydra_override()]
+        overrides = engine_overrides(config, typed_for_the_job)
         check_before_creating(parse_settings(compose(overrides)), overrides)
 
 
