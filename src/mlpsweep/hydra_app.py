@@ -7,7 +7,9 @@ parts: its argument parser, its override parser, `BasicSweeper.split_arguments` 
 multirun into its jobs, and the compose API to build every job's config exactly as
 `@hydra.main` will (`return_hydra_config=True`). Each job's config then goes through the
 schema and range checks, the checkpoint (if any) is matched against the model, and the
-output folder is tried for writing. Only then does `@hydra.main` run. The alternative,
+output folder is tried for writing (or, for a sweeper with a `check_before_launch`, such as
+the project's Optuna sweeper, that sweeper checks its own settings and folders). Only then
+does `@hydra.main` run. The alternative,
 catching errors inside Hydra's private `_run_hydra`, would depend on how Hydra words and
 prints them; this way Hydra is not touched and its flags keep working unchanged.
 
