@@ -5,6 +5,7 @@ sweep.sampler, sweep.pruner, sweep.objectives; `sweep=pareto` for accuracy vs si
 `sweep=grid` (make map) for every architecture of sweep.space once.
 Any training key (trainer.max_epochs=300, model.lr=0.05) applies to every trial.
 Running the same command again resumes the study up to sweep.n_trials finished trials.
+`python src/train.py -m hparams_search=arch` is the same engine through Hydra's sweeper.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 A Hydra app: `-m` runs a grid (one folder per job under `hydra.sweep.dir`, any installed
 launcher), `--cfg job|hydra|all`, `--info`, `--help`, `--shell-completion` are Hydra's, and
-every run folder has Hydra's `.hydra/` record and a `train.log`.
+every run folder has Hydra's `.hydra/` record and a `train.log`. `-m hparams_search=arch`
+(or `=grid`) runs the Optuna search of `src/sweep.py` through the project's Hydra sweeper.
 User mistakes print one line and exit 2, before anything is written (see
 `mlpsweep.hydra_app.preflight`); a run that fails (non-finite loss) exits 1, Ctrl-C 130.
 """

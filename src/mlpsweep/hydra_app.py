@@ -7,7 +7,9 @@ parts: its argument parser, its override parser, `BasicSweeper.split_arguments` 
 multirun into its jobs, and the compose API to build every job's config exactly as
 `@hydra.main` will (`return_hydra_config=True`). Each job's config then goes through the
 schema and range checks, the checkpoint (if any) is matched against the model, and the
-output folder is tried for writing. Only then does `@hydra.main` run. The alternative,
+output folder is tried for writing (or, for a sweeper with a `check_before_launch`, such as
+the project's Optuna sweeper, that sweeper checks its own settings and folders). Only then
+does `@hydra.main` run. The alternative,
 catching errors inside Hydra's private `_run_hydra`, would depend on how Hydra words and
 prints them; this way Hydra is not touched and its flags keep working unchanged.
 
@@ -126,9 +128,13 @@ def preflight(argv: Sequence[str]) -> list[str]:
     if args.cfg == "hydra" and args.resolve:
         check_resolvable_alone(base)
     if args.multirun:
-        check_plugins(base)
-        try_writing(base, "hydra.sweep.dir")
+        sweeper = check_plugins(base)
+        if hasattr(sweeper, "check_before_launch"):  # a sweeper that checks its own settings
+            sweeper.check_before_launch(base, args.overrides)
+        else:
+            try_writing(base, "hydra.sweep.dir")
     elif args.cfg is None:
+        refuse_sweeper_without_multirun(base)
         try_writing(base, "hydra.run.dir")
         reserve_run_dirs()
     return argv
@@ -284,19 +290,38 @@ def load_checkpoint(path: str) -> dict[str, Any]:
     return _checkpoints[path]
 
 
-def check_plugins(cfg: DictConfig) -> None:
-    """The launcher and sweeper classes a multirun will instantiate must import."""
+def check_plugins(cfg: DictConfig) -> type:
+    """The launcher and sweeper classes a multirun will instantiate must import; returns the
+    sweeper's class."""
     from hydra.utils import get_class
 
+    classes = {}
     for group in ("launcher", "sweeper"):
         target = str(cfg.hydra[group].get("_target_", ""))
         try:
-            get_class(target)
+            classes[group] = get_class(target)
         except Exception as error:
             cause = error.__cause__ or error
             raise ConfigError(
                 f"hydra/{group}: its class {target} does not import ({cause}); install its package"
             ) from None
+    return classes["sweeper"]
+
+
+def refuse_sweeper_without_multirun(cfg: DictConfig) -> None:
+    """Without -m Hydra runs one job and never calls the sweeper: `hparams_search=arch` would
+    train one plain run with the search's settings, and search nothing."""
+    if str(cfg.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper"):
+        return
+    choices = cfg.hydra.runtime.choices
+    chosen = (
+        f"hparams_search={choices['hparams_search']}"
+        if choices.get("hparams_search") is not None
+        else f"hydra/sweeper={choices.get('hydra/sweeper')}"
+    )
+    raise ConfigError(
+        f"{chosen}: a sweeper runs only in a multirun; add -m (python src/train.py -m {chosen} ...)"
+    )
 
 
 def try_writing(cfg: DictConfig, key: str) -> None:
