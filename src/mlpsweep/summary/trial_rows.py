@@ -17,7 +17,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from mlpsweep.sweep.settings import PARAMETER_COUNT
-from mlpsweep.sweep.trial_states import retried_numbers, state_name
+from mlpsweep.sweep.trial_states import retried_as, retried_numbers, state_name
 
 ARCHITECTURE_KEYS = ("model.hidden", "model.layers")
 
@@ -43,6 +43,8 @@ class TrialRow:
     folder: Path | None
     # the sweep reused trial K's result for this same configuration (not trained again)
     duplicate_of: int | None = None
+    # a dead worker's trial: the number of the copy Optuna queued in its place
+    retried_as: int | None = None
 
     def metric(self, key: str, stat: str = "mean") -> float | None:
         value = self.metrics.get(key, {}).get(stat)
@@ -78,12 +80,16 @@ def read_run_metrics(folder: Path | None) -> dict[str, Any]:
 
 def collect_rows(study: optuna.Study, study_folder: Path) -> list[TrialRow]:
     trials = study.get_trials(deepcopy=False)
-    retried = retried_numbers(trials)
-    return [_row(trial, study_folder, retried) for trial in trials]
+    retried, copies = retried_numbers(trials), retried_as(trials)
+    rows = [_row(trial, study_folder, retried) for trial in trials]
+    for row in rows:
+        row.retried_as = copies.get(row.number)
+    return rows
 
 
 def _row(trial: FrozenTrial, study_folder: Path, retried: set[int]) -> TrialRow:
     attrs = trial.user_attrs
+    state = state_name(trial, retried)
     folder = trial_folder(study_folder, trial)
     run = read_run_metrics(folder)
     run_metrics = run.get("metrics", {}) if isinstance(run.get("metrics"), dict) else {}
@@ -98,7 +104,7 @@ def _row(trial: FrozenTrial, study_folder: Path, retried: set[int]) -> TrialRow:
     }
     return TrialRow(
         number=trial.number,
-        state=state_name(trial, retried),
+        state=state,
         params=dict(trial.params),
         values=list(trial.values) if trial.values is not None else None,
         metrics=metrics,
@@ -106,7 +112,7 @@ def _row(trial: FrozenTrial, study_folder: Path, retried: set[int]) -> TrialRow:
         epochs=attrs.get("epochs", run.get("epochs")),
         duration_s=attrs.get("duration_s", run.get("duration_s")),
         parameter_count=attrs.get(PARAMETER_COUNT, run.get(PARAMETER_COUNT)),
-        fail_reason=str(attrs.get("fail_reason", "")),
+        fail_reason=_fail_reason(state, attrs),
         reproduce=str(attrs.get("reproduce", "")),
         host=str(attrs.get("host", "")),
         started=trial.datetime_start,
@@ -114,6 +120,12 @@ def _row(trial: FrozenTrial, study_folder: Path, retried: set[int]) -> TrialRow:
         folder=folder,
         duplicate_of=_trial_number(attrs.get("duplicate_of")),
     )
+
+
+def _fail_reason(state: str, attrs: dict[str, Any]) -> str:
+    """Only a trial that failed has a reason: a retry copies its dead attempt's attributes
+    (older studies kept them), and a retry that completed did not fail."""
+    return str(attrs.get("fail_reason", "")) if state in ("failed", "retried") else ""
 
 
 def _trial_number(value: Any) -> int | None:
