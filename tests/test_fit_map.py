@@ -250,6 +250,21 @@ def test_a_full_grid_gives_the_definitive_answer(tmp_path: Path) -> None:
     assert "Not tried" not in text and "among those tried" not in text.lower()
 
 
+def test_when_nothing_fits_the_closest_is_not_listed_again_among_the_partial_fits(
+    tmp_path: Path,
+) -> None:
+    cells = {(1, 1): fitting(1), (2, 1): fitting(3), (5, 1): fitting(2)}
+    synthetic_study(tmp_path / "none", cells, grid_space(6, 1))
+    summary, text = summarised(tmp_path / "none")
+    assert summary.answer.winner is None and summary.answer.closest is not None
+    assert summary.answer.closest.row.params == {"model.hidden": 2, "model.layers": 1}
+    listed = text.split("where only some members fit")[1].split("*Coverage.*")[0]
+    assert "Closest: model.hidden=2, model.layers=1" in text
+    assert "model.hidden=2," not in listed, "the closest is named once, not as a partial fit too"
+    assert "model.hidden=1, model.layers=1" in listed and "model.hidden=5, model.layers=1" in listed
+    assert "Smaller architectures" not in text, "smaller than what: there is no answer"
+
+
 def test_a_repeat_is_marked_and_never_a_result_of_its_own(tmp_path: Path) -> None:
     cells = {(3, 1): fitting(4), (5, 1): fitting(2), (2, 2): fitting(4)}
     folder = tmp_path / "repeats"
