@@ -283,6 +283,21 @@ def test_a_repeat_is_marked_and_never_a_result_of_its_own(tmp_path: Path) -> Non
     assert repeat_of == {"0": "", "1": "", "2": "", "3": "0", "4": "0"}
 
 
+def test_trials_csv_names_every_folder_relative_to_the_project(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The summary runs in the project; a repeat's folder (recorded by the worker as an
+    absolute path) is named like every other row: its twin's, relative to the project."""
+    cells = {(3, 1): fitting(4), (5, 1): fitting(2)}
+    synthetic_study(tmp_path / "project" / "folders", cells, grid_space(6, 1), repeats={2: 0})
+    monkeypatch.chdir(tmp_path / "project")
+    summary, text = summarize_study("folders")
+    folders = [row["folder"] for row in read_csv(Path("folders") / "trials.csv")]
+    assert folders == ["folders/trials/0", "folders/trials/1", "folders/trials/0"]
+    assert summary.best is not None and f"| folder | `{summary.best.folder}` |" in text
+    assert str(summary.best.folder) == "folders/trials/0"
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))

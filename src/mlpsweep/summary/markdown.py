@@ -261,7 +261,7 @@ def _files_md(summary: StudySummary) -> str:
         "## Files",
         "",
         "- `trials.csv`: one row per trial (state, parameters, metrics, members, epochs, time, "
-        "fail reason)",
+        "fail reason, folder relative to the project)",
         "- `best.yaml`: the best trial's full config (written by the sweep)",
         "- `trials/<n>/`: each trial's run folder (config.yaml, metrics.json, fit.png, "
         "loss.png, TensorBoard events)",

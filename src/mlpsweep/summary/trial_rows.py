@@ -58,12 +58,29 @@ class TrialRow:
 
 
 def trial_folder(study_folder: Path, trial: FrozenTrial) -> Path | None:
-    """`trials/<n>/` beside the storage, else the absolute run_dir the worker recorded."""
-    local = study_folder / "trials" / str(trial.number)
-    if local.is_dir():
-        return local
+    """The trial's folder in one form for every trial (see `project_path`).
+
+    `trials/<n>/` beside the storage; a repeat's is its twin's `trials/<k>/`; else the
+    absolute run_dir the worker recorded, if it is on this machine.
+    """
+    twin = _trial_number(trial.user_attrs.get("duplicate_of"))
+    numbers = [trial.number] if twin is None else [trial.number, twin]
     recorded = trial.user_attrs.get("run_dir")
-    return Path(recorded) if recorded and Path(recorded).is_dir() else None
+    candidates = [study_folder / "trials" / str(number) for number in numbers]
+    candidates += [Path(recorded)] if recorded else []
+    found = next((folder for folder in candidates if folder.is_dir()), None)
+    return project_path(found) if found is not None else None
+
+
+def project_path(path: Path) -> Path:
+    """Relative to the project (the directory `make summary` runs in), absolute only when
+    the folder lies outside it, so trials.csv and summary.md name folders one way, however
+    the study was named on the command line or recorded by its workers."""
+    resolved = path.resolve()
+    try:
+        return resolved.relative_to(Path.cwd().resolve())
+    except ValueError:
+        return resolved
 
 
 def read_run_metrics(folder: Path | None) -> dict[str, Any]:
