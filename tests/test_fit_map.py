@@ -298,6 +298,21 @@ def test_trials_csv_names_every_folder_relative_to_the_project(
     assert str(summary.best.folder) == "folders/trials/0"
 
 
+def test_the_architecture_picture_labels_each_architecture_once_however_often_it_was_proposed(
+    tmp_path: Path,
+) -> None:
+    from mlpsweep.summary.plots import architecture_figure
+
+    cells = {(3, 1): fitting(4), (5, 1): fitting(2), (2, 2): fitting(4)}
+    synthetic_study(tmp_path / "labels", cells, grid_space(6, 2), repeats={3: 0, 4: 0})
+    summary, _ = summarised(tmp_path / "labels")
+    figure = architecture_figure(summary)
+    assert isinstance(figure, Figure)
+    axes = figure.axes[0]
+    labelled = [(text.xy, text.get_text()) for text in axes.texts]
+    assert sorted(xy for xy, _ in labelled) == [(2, 2), (3, 1), (5, 1)], labelled
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
