@@ -7,10 +7,16 @@ terminal) is not flooded with progress-bar redraws and the closing line appears 
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 from matplotlib.colors import to_hex
 
+from mlpsweep.config import compose
 from mlpsweep.plots import fit_figure
+from mlpsweep.summary import summarize_study
+from mlpsweep.sweep import launch
 
 
 def test_the_fit_pictures_legend_names_both_classes_in_their_own_colours() -> None:
@@ -30,3 +36,63 @@ def test_the_fit_pictures_legend_names_both_classes_in_their_own_colours() -> No
     for collection in points:
         ys = collection.get_offsets()[:, 1]
         assert set(ys) == {1.0 if collection.get_label().endswith("1") else 0.0}
+
+
+# ---- TensorBoard's HParams tab -------------------------------------------------------
+
+# TensorBoard's HParams table ticks this many columns by default: its hparams with
+# `differs` first, then by name (tf-hparams-query-pane in TensorBoard's web app).
+COLUMNS_SHOWN_BY_DEFAULT = 5
+
+
+def hparams_experiment(logdir: Path) -> tuple[dict[str, Any], list[Any]]:
+    """Each run's hyperparameters and the HParams columns TensorBoard's server builds."""
+    from tensorboard import context
+    from tensorboard.backend.event_processing import plugin_event_multiplexer
+    from tensorboard.backend.event_processing.data_provider import MultiplexerDataProvider
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import backend_context
+    from tensorboard.plugins.hparams import metadata as hparams_metadata
+
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    provider = MultiplexerDataProvider(multiplexer, str(logdir))
+    server = backend_context.Context(
+        base_plugin.TBContext(logdir=str(logdir), data_provider=provider, multiplexer=multiplexer)
+    )
+    request = context.RequestContext()
+    metadata = server.hparams_metadata(request, "")
+    from_provider = server.hparams_from_data_provider(request, "", None)
+    experiment = server.experiment_from_metadata(request, "", False, metadata, from_provider)
+    sessions = {
+        run: hparams_metadata.parse_session_start_info_plugin_data(
+            tags[hparams_metadata.SESSION_START_INFO_TAG]
+        ).hparams
+        for run, tags in metadata.items()
+        if hparams_metadata.SESSION_START_INFO_TAG in tags
+    }
+    assert set(sessions) <= set(multiplexer.Runs())
+    return {run: sessions.get(run) for run in sorted(multiplexer.Runs())}, list(
+        experiment.hparam_infos
+    )
+
+
+def test_a_sweeps_hparams_tab_shows_the_architecture_by_default_and_booleans_as_words(
+    tmp_path: Path,
+) -> None:
+    overrides = [
+        "sweep=default", "trainer.max_epochs=60", "trainer.val_every=20", "logger.image_every=0",
+        "quiet=true", "sweep.workers=1", "sweep.n_trials=2", "sweep.batch=2",
+        f"sweep.output_dir={tmp_path}",
+    ]
+    assert launch(compose(overrides), overrides) == 0
+    summarize_study(str(tmp_path / "mlp_arch"))
+    runs, infos = hparams_experiment(tmp_path / "mlp_arch")
+    assert list(runs) == ["summary", "trials/0", "trials/1"], "short names, no version folders"
+    ordered = sorted(infos, key=lambda info: not info.differs)  # the web app's stable sort
+    shown = [info.name for info in ordered[:COLUMNS_SHOWN_BY_DEFAULT]]
+    assert shown[:2] == ["model.hidden", "model.layers"], shown
+    normalize = runs["trials/0"]["data.normalize"]
+    assert normalize.WhichOneof("kind") == "string_value"
+    assert normalize.string_value == "false", "a boolean reads false, not 0.0000"

@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
 from mlpsweep.callbacks import (
+    SHOWN_FIRST,
     FitPictureLogger,
     HParamsLogger,
     LossCurveLogger,
@@ -152,13 +153,14 @@ def train(
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
     datamodule, model = build(cfg)
     logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="", default_hp_metric=False)
+    searched = searched_keys(cfg)
     callbacks: list[pl.Callback] = [
         LossCurveLogger(cfg.logger.flush_every),
         fit_pictures := FitPictureLogger(
             datamodule, cfg.logger.image_every, architecture_label(cfg)
         ),
         ValidateLastEpoch(),
-        HParamsLogger(hparams_of(cfg, searched_keys(cfg))),
+        HParamsLogger(hparams_of(cfg, searched), shown_first=(*SHOWN_FIRST, *searched)),
         *extra_callbacks,
     ]
     if cfg.trainer.checkpoint:  # Ctrl-C leaves checkpoints/last.ckpt to resume from (ckpt_path=)
