@@ -7,6 +7,8 @@ terminal) is not flooded with progress-bar redraws and the closing line appears 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,8 @@ from mlpsweep.config import compose
 from mlpsweep.plots import fit_figure
 from mlpsweep.summary import summarize_study
 from mlpsweep.sweep import launch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_fit_pictures_legend_names_both_classes_in_their_own_colours() -> None:
@@ -96,3 +100,40 @@ def test_a_sweeps_hparams_tab_shows_the_architecture_by_default_and_booleans_as_
     normalize = runs["trials/0"]["data.normalize"]
     assert normalize.WhichOneof("kind") == "string_value"
     assert normalize.string_value == "false", "a boolean reads false, not 0.0000"
+
+
+# ---- output to a log file ------------------------------------------------------------
+
+
+def run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python src/<script> args` with stdout and stderr going to pipes: not a terminal,
+    as when a user writes `2> log`. Read as bytes: text mode would turn a bar's carriage
+    returns into newlines."""
+    done = subprocess.run([sys.executable, f"src/{script}", *args], cwd=REPO_ROOT,
+                          capture_output=True, timeout=300)
+    return subprocess.CompletedProcess(
+        done.args, done.returncode, done.stdout.decode(), done.stderr.decode()
+    )
+
+
+def test_a_sweep_logging_to_a_file_writes_plain_lines_and_its_last_state_once(
+    tmp_path: Path,
+) -> None:
+    done = run_script(
+        "sweep.py", "trainer.max_epochs=60", "trainer.val_every=20", "logger.image_every=0",
+        "sweep.workers=1", "sweep.n_trials=2", "sweep.batch=1", f"sweep.output_dir={tmp_path}",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr, "no progress-bar redraws in a log file"
+    lines = done.stderr.splitlines()
+    assert len(lines) == len(set(lines)) <= 3, lines
+    assert sum("2/2 trials finished" in line for line in lines) == 1
+    assert done.stdout.count("best trial ") == 1
+
+
+def test_a_run_logging_to_a_file_writes_no_bar_and_its_closing_line_once(tmp_path: Path) -> None:
+    done = run_script("train.py", "trainer.max_epochs=300", "logger.image_every=0",
+                      f"output_dir={tmp_path}")
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr and "epoch/s" not in done.stderr
+    assert (done.stdout + done.stderr).count("completed: ") == 1

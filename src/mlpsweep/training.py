@@ -36,6 +36,7 @@ from mlpsweep.callbacks import (
     RunProgress,
     ValidateLastEpoch,
 )
+from mlpsweep.cli import stderr_is_terminal
 from mlpsweep.config import METRICS, hyperparameter_keys, searched_keys, to_yaml
 from mlpsweep.data import PiecewiseDataModule, training_points
 from mlpsweep.model import MLP
@@ -167,7 +168,7 @@ def train(
         callbacks.append(CheckpointOnInterrupt(run_dir / "checkpoints" / "last.ckpt"))
     if cfg.trainer.stop_at_val_acc is not None:
         callbacks.append(stop_when_fit())
-    if not cfg.quiet:
+    if not cfg.quiet and stderr_is_terminal():
         callbacks.append(RunProgress(progress_label))
     trainer = pl.Trainer(
         accelerator="cpu",
