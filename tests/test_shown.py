@@ -1,8 +1,9 @@
-"""What a run's pictures, TensorBoard and the terminal show agrees with the data.
+"""What a run's pictures, TensorBoard, the terminal and make show agrees with the data.
 
 The fit picture's legend names both classes; TensorBoard's HParams tab shows the searched
 architecture among its default columns, booleans as true/false; a log file (stderr not a
-terminal) is not flooded with progress-bar redraws and the closing line appears once.
+terminal) is not flooded with progress-bar redraws and the closing line appears once;
+`make dashboard PORT=...` serves on that port.
 """
 
 from __future__ import annotations
@@ -137,3 +138,22 @@ def test_a_run_logging_to_a_file_writes_no_bar_and_its_closing_line_once(tmp_pat
     assert done.returncode == 0, done.stderr
     assert "\r" not in done.stderr and "epoch/s" not in done.stderr
     assert (done.stdout + done.stderr).count("completed: ") == 1
+
+
+# ---- make ----------------------------------------------------------------------------
+
+
+def make_command(*args: str) -> str:
+    """The command `make` would run for `args` (dry run), its last line."""
+    done = subprocess.run(["make", "-n", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=60, check=True)
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_make_dashboard_and_tensorboard_take_the_port_given() -> None:
+    assert make_command("dashboard", "STUDY=mlp_arch", "PORT=9123").endswith(
+        "src/dashboard.py mlp_arch --port 9123"
+    )
+    assert "--port" not in make_command("dashboard")  # dashboard.py's own default, 8080
+    assert make_command("tensorboard").endswith("--port 6006")
+    assert make_command("tensorboard", "PORT=7007").endswith("--port 7007")

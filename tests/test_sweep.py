@@ -360,6 +360,23 @@ def test_bad_input_is_one_line_and_leaves_the_study_untouched(
     assert (database.stat().st_mtime_ns, len(study.get_trials())) == before
 
 
+def test_a_misspelled_sweep_key_gets_the_closest_sweep_key_and_where_to_list_them() -> None:
+    with pytest.raises(ConfigError) as caught:
+        compose(["sweep=default", "sweep.n_trails=3"])
+    message = str(caught.value)
+    assert "sweep.n_trails" in message and "did you mean sweep.n_trials?" in message
+    assert "`python src/sweep.py --cfg` lists all keys" in message
+    with pytest.raises(ConfigError, match=r"did you mean sweep\.sampler\.seed\?"):
+        compose(["sweep=default", "sweep.sampler.sed=1"])
+
+
+def test_sweep_cfg_prints_the_sweep_keys_too() -> None:
+    shown = run_sweep_script("--cfg", "sweep.n_trials=7", timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert "\nsweep:\n" in shown.stdout and "  n_trials: 7\n" in shown.stdout
+    assert "  space:\n" in shown.stdout and "\nmodel:\n" in shown.stdout
+
+
 def test_searched_key_cannot_also_be_fixed(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="model.hidden"):
         run_sweep_in_process(tmp_path, "model.hidden=5")
