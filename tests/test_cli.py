@@ -59,24 +59,6 @@ def test_cfg_prints_the_config_and_exits_without_a_run(run_train, tmp_path):
     assert not output_dir.exists()
 
 
-def test_quiet_run_prints_exactly_one_closing_line(run_train, tmp_path):
-    output_dir = tmp_path / "runs"
-    process = run_train("trainer.max_epochs=3", "quiet=true", f"output_dir={output_dir}")
-    assert process.returncode == 0, process.stderr
-    assert_no_traceback(process)
-    lines = process.stdout.splitlines()
-    assert len(lines) == 1, process.stdout
-    line = lines[0]
-    assert line.startswith("completed:")
-    (run_dir,) = run_dirs(output_dir)
-    assert line.endswith(str(run_dir)), "the closing line names the run folder"
-    for key in ("val/acc", "train/acc", "val/loss", "train/loss"):
-        assert key in line
-    assert "3 epochs" in line
-    assert "epoch/s" not in process.stderr, "quiet: no progress bar"
-    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 3
-
-
 def run_train_on_a_terminal(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """`python src/train.py args...` with stderr on a pseudo-terminal, where the progress bar
     is drawn (in a pipe or a log file it is off); stderr is read as text mode would read it."""
@@ -113,6 +95,25 @@ def run_train_on_a_terminal(*args: str, timeout: float = 300) -> subprocess.Comp
     os.close(terminal)
     stderr = b"".join(chunks).decode().replace("\r\n", "\n")  # the terminal's own newlines
     return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(), stderr)
+
+
+def test_quiet_run_prints_exactly_one_closing_line(tmp_path):
+    output_dir = tmp_path / "runs"
+    # on a terminal, where a run that is not quiet draws its bar
+    process = run_train_on_a_terminal("trainer.max_epochs=3", "quiet=true", f"output_dir={output_dir}")
+    assert process.returncode == 0, process.stderr
+    assert_no_traceback(process)
+    lines = process.stdout.splitlines()
+    assert len(lines) == 1, process.stdout
+    line = lines[0]
+    assert line.startswith("completed:")
+    (run_dir,) = run_dirs(output_dir)
+    assert line.endswith(str(run_dir)), "the closing line names the run folder"
+    for key in ("val/acc", "train/acc", "val/loss", "train/loss"):
+        assert key in line
+    assert "3 epochs" in line
+    assert "epoch/s" not in process.stderr, "quiet: no progress bar"
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 3
 
 
 def test_default_run_shows_one_progress_bar_not_one_per_epoch(tmp_path):
