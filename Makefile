@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 WORKERS ?=
 STUDY ?=
-PORT ?= 6006
+PORT ?=
 TEST_ARGS ?=
 
 .PHONY: help install train sweep map summary tensorboard dashboard test test-fast bench lint clean
@@ -19,8 +19,8 @@ help:
 	@echo "make test       the test suite"
 	@echo "make train      one run (the tutorial's by default; ARGS='model.hidden=10 model.layers=2')"
 	@echo "make summary    best-trial summary of the latest sweep (STUDY=name or folder)"
-	@echo "make tensorboard  TensorBoard over outputs/ on 127.0.0.1:$(PORT)"
-	@echo "make dashboard  optuna-dashboard for a study on 127.0.0.1 (STUDY=...)"
+	@echo "make tensorboard  TensorBoard over outputs/ on 127.0.0.1 (PORT=..., default 6006)"
+	@echo "make dashboard  optuna-dashboard for a study on 127.0.0.1 (STUDY=..., PORT=..., default 8080)"
 	@echo "make bench      benchmarks/results.md: a run against the tutorial's loop, batched trials against one at a time"
 	@echo "make lint       ruff"
 	@echo "make clean      remove .venv and caches (outputs/ is kept)"
@@ -48,10 +48,10 @@ summary: $(STAMP)
 	$(PY) src/summarize.py $(STUDY) $(ARGS)
 
 tensorboard: $(STAMP)
-	$(VENV)/bin/tensorboard --logdir outputs --host 127.0.0.1 --port $(PORT)
+	$(VENV)/bin/tensorboard --logdir outputs --host 127.0.0.1 --port $(or $(PORT),6006)
 
 dashboard: $(STAMP)
-	$(PY) src/dashboard.py $(STUDY)
+	$(PY) src/dashboard.py $(STUDY) $(if $(PORT),--port $(PORT))
 
 test: $(STAMP)
 	$(PY) -m pytest $(TEST_ARGS)

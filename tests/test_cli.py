@@ -59,9 +59,48 @@ def test_cfg_prints_the_config_and_exits_without_a_run(run_train, tmp_path):
     assert not output_dir.exists()
 
 
-def test_quiet_run_prints_exactly_one_closing_line(run_train, tmp_path):
+def run_train_on_a_terminal(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`python src/train.py args...` with stderr on a pseudo-terminal, where the progress bar
+    is drawn (in a pipe or a log file it is off); stderr is read as text mode would read it."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+    import threading
+
+    terminal, stderr_end = pty.openpty()
+    # 24 rows x 100 columns: a new pseudo-terminal has 0 columns, where tqdm draws nothing
+    fcntl.ioctl(stderr_end, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(terminal, 4096)
+            except OSError:  # the child's end closed
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        done = subprocess.run([sys.executable, str(TRAIN_SCRIPT), *args], cwd=TRAIN_SCRIPT.parents[1],
+                              stdout=subprocess.PIPE, stderr=stderr_end, timeout=timeout)
+    finally:
+        os.close(stderr_end)
+    reader.join(timeout=10)
+    os.close(terminal)
+    stderr = b"".join(chunks).decode().replace("\r\n", "\n")  # the terminal's own newlines
+    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(), stderr)
+
+
+def test_quiet_run_prints_exactly_one_closing_line(tmp_path):
     output_dir = tmp_path / "runs"
-    process = run_train("trainer.max_epochs=3", "quiet=true", f"output_dir={output_dir}")
+    # on a terminal, where a run that is not quiet draws its bar
+    process = run_train_on_a_terminal("trainer.max_epochs=3", "quiet=true", f"output_dir={output_dir}")
     assert process.returncode == 0, process.stderr
     assert_no_traceback(process)
     lines = process.stdout.splitlines()
@@ -77,9 +116,9 @@ def test_quiet_run_prints_exactly_one_closing_line(run_train, tmp_path):
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 3
 
 
-def test_default_run_shows_one_progress_bar_not_one_per_epoch(run_train, tmp_path):
+def test_default_run_shows_one_progress_bar_not_one_per_epoch(tmp_path):
     output_dir = tmp_path / "runs"
-    process = run_train("trainer.max_epochs=300", f"output_dir={output_dir}")
+    process = run_train_on_a_terminal("trainer.max_epochs=300", f"output_dir={output_dir}")
     assert process.returncode == 0, process.stderr
     assert_no_traceback(process)
     assert "epoch/s" in process.stderr, "a progress bar on stderr"

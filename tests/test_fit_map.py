@@ -250,6 +250,21 @@ def test_a_full_grid_gives_the_definitive_answer(tmp_path: Path) -> None:
     assert "Not tried" not in text and "among those tried" not in text.lower()
 
 
+def test_when_nothing_fits_the_closest_is_not_listed_again_among_the_partial_fits(
+    tmp_path: Path,
+) -> None:
+    cells = {(1, 1): fitting(1), (2, 1): fitting(3), (5, 1): fitting(2)}
+    synthetic_study(tmp_path / "none", cells, grid_space(6, 1))
+    summary, text = summarised(tmp_path / "none")
+    assert summary.answer.winner is None and summary.answer.closest is not None
+    assert summary.answer.closest.row.params == {"model.hidden": 2, "model.layers": 1}
+    listed = text.split("where only some members fit")[1].split("*Coverage.*")[0]
+    assert "Closest: model.hidden=2, model.layers=1" in text
+    assert "model.hidden=2," not in listed, "the closest is named once, not as a partial fit too"
+    assert "model.hidden=1, model.layers=1" in listed and "model.hidden=5, model.layers=1" in listed
+    assert "Smaller architectures" not in text, "smaller than what: there is no answer"
+
+
 def test_a_repeat_is_marked_and_never_a_result_of_its_own(tmp_path: Path) -> None:
     cells = {(3, 1): fitting(4), (5, 1): fitting(2), (2, 2): fitting(4)}
     folder = tmp_path / "repeats"
@@ -266,6 +281,36 @@ def test_a_repeat_is_marked_and_never_a_result_of_its_own(tmp_path: Path) -> Non
     assert "| 3 |" not in body and "| 4 |" not in body
     repeat_of = {row["number"]: row["repeat_of"] for row in read_csv(folder / "trials.csv")}
     assert repeat_of == {"0": "", "1": "", "2": "", "3": "0", "4": "0"}
+
+
+def test_trials_csv_names_every_folder_relative_to_the_project(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The summary runs in the project; a repeat's folder (recorded by the worker as an
+    absolute path) is named like every other row: its twin's, relative to the project."""
+    cells = {(3, 1): fitting(4), (5, 1): fitting(2)}
+    synthetic_study(tmp_path / "project" / "folders", cells, grid_space(6, 1), repeats={2: 0})
+    monkeypatch.chdir(tmp_path / "project")
+    summary, text = summarize_study("folders")
+    folders = [row["folder"] for row in read_csv(Path("folders") / "trials.csv")]
+    assert folders == ["folders/trials/0", "folders/trials/1", "folders/trials/0"]
+    assert summary.best is not None and f"| folder | `{summary.best.folder}` |" in text
+    assert str(summary.best.folder) == "folders/trials/0"
+
+
+def test_the_architecture_picture_labels_each_architecture_once_however_often_it_was_proposed(
+    tmp_path: Path,
+) -> None:
+    from mlpsweep.summary.plots import architecture_figure
+
+    cells = {(3, 1): fitting(4), (5, 1): fitting(2), (2, 2): fitting(4)}
+    synthetic_study(tmp_path / "labels", cells, grid_space(6, 2), repeats={3: 0, 4: 0})
+    summary, _ = summarised(tmp_path / "labels")
+    figure = architecture_figure(summary)
+    assert isinstance(figure, Figure)
+    axes = figure.axes[0]
+    labelled = [(text.xy, text.get_text()) for text in axes.texts]
+    assert sorted(xy for xy, _ in labelled) == [(2, 2), (3, 1), (5, 1)], labelled
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

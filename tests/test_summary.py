@@ -276,6 +276,31 @@ def test_failed_pruned_retried_and_running_trials_summarise(tmp_path: Path, run_
     assert not (folder / "plots" / "importances.png").exists()
 
 
+def test_a_retried_trial_is_named_retried_and_its_completed_retry_shows_no_fail_reason(
+    tmp_path: Path,
+) -> None:
+    """A dead worker's trial is not a failure: the count says 0 failed, so no list may call it
+    failed; its retry completed, so the reason Optuna copied into it (older studies) is not
+    shown anywhere."""
+    folder = tmp_path / "retried"
+    folder.mkdir()
+    study = optuna.create_study(study_name="retried", storage=f"sqlite:///{folder / 'study.db'}",
+                                direction="maximize")
+    died = "its worker process died; queued again"
+    metrics = {"val/acc": {"mean": 0.9, "min": 0.9, "max": 0.9, "std": 0.0}}
+    study.add_trial(optuna.create_trial(params={"model.hidden": 9, "model.layers": 2}, distributions=SPACE,
+                                        state=TrialState.FAIL, user_attrs={"fail_reason": died}))
+    study.add_trial(optuna.create_trial(params={"model.hidden": 9, "model.layers": 2}, distributions=SPACE,
+                                        value=0.9, user_attrs={"fail_reason": died, "metrics": metrics},
+                                        system_attrs={"failed_trial": 0, "retry_history": [0]}))
+    report, text = summarize_study(str(folder))
+    assert "1 complete, 0 pruned, 0 failed" in text and "1 retried" in text
+    assert "## Failed trials" not in text
+    assert "## Retried trials" in text and "- trial 0 (model.hidden=9, model.layers=2), retried as trial 1" in text
+    assert [row.fail_reason for row in report.rows] == [died, ""]
+    assert [row["fail_reason"] for row in read_csv(folder / "trials.csv")] == [died, ""]
+
+
 def test_only_running_trials_still_summarise(tmp_path: Path) -> None:
     folder = tmp_path / "started"
     folder.mkdir()

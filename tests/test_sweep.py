@@ -280,8 +280,36 @@ def test_worker_killed_mid_batch_has_every_trial_of_its_batch_retried_after_rest
         retries = [t for t in trials if t.system_attrs.get("failed_trial") == number]
         assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
         assert retries[0].params == trials[number].params
+        assert "fail_reason" not in retries[0].user_attrs, "the dead attempt's reason stays with it"
     counts = state_counts(trials)
     assert counts["complete"] == 2 and counts["retried"] == 2 and budget_used(trials) == 2
+
+
+def test_a_dead_workers_trial_is_queued_again_without_the_dead_attempts_attributes(
+    tmp_path: Path,
+) -> None:
+    """The copy Optuna queues keeps what describes the configuration (reproduce line) and drops
+    what describes the dead attempt (fail reason, host, process, folder), so a retry that
+    completes never shows a fail reason."""
+    from mlpsweep.sweep.liveness import mark_owner, requeue_dead_local
+    from mlpsweep.sweep.optuna_setup import load_or_create_study, open_sweep_storage
+
+    settings = parse_settings(compose(sweep_overrides(tmp_path)))
+    (tmp_path / "mlp_arch").mkdir()
+    storage = open_sweep_storage(settings)
+    study = load_or_create_study(settings, storage)
+    trial = study.ask({"model.hidden": optuna.distributions.IntDistribution(1, 8)})
+    mark_owner(trial)
+    finished_process = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                                      capture_output=True, text=True, check=True)
+    trial.set_user_attr("pid", int(finished_process.stdout))  # a process that has ended
+    trial.set_user_attr("run_dir", str(tmp_path / "mlp_arch" / "trials" / "0"))
+    trial.set_user_attr("reproduce", "python src/train.py model.hidden=3")
+    assert requeue_dead_local(study, storage) == 1
+    dead, copy = study.get_trials()
+    assert dead.state == TrialState.FAIL and "died" in dead.user_attrs["fail_reason"]
+    assert copy.state == TrialState.WAITING and copy.system_attrs["retry_history"] == [0]
+    assert copy.user_attrs == {"reproduce": "python src/train.py model.hidden=3"}
 
 
 def wait_for_running_trial(storage: str, timeout: float) -> int:
@@ -330,6 +358,23 @@ def test_bad_input_is_one_line_and_leaves_the_study_untouched(
     assert "Traceback" not in result.stderr + result.stdout
     assert "secret" not in result.stderr + result.stdout
     assert (database.stat().st_mtime_ns, len(study.get_trials())) == before
+
+
+def test_a_misspelled_sweep_key_gets_the_closest_sweep_key_and_where_to_list_them() -> None:
+    with pytest.raises(ConfigError) as caught:
+        compose(["sweep=default", "sweep.n_trails=3"])
+    message = str(caught.value)
+    assert "sweep.n_trails" in message and "did you mean sweep.n_trials?" in message
+    assert "`python src/sweep.py --cfg` lists all keys" in message
+    with pytest.raises(ConfigError, match=r"did you mean sweep\.sampler\.seed\?"):
+        compose(["sweep=default", "sweep.sampler.sed=1"])
+
+
+def test_sweep_cfg_prints_the_sweep_keys_too() -> None:
+    shown = run_sweep_script("--cfg", "sweep.n_trials=7", timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert "\nsweep:\n" in shown.stdout and "  n_trials: 7\n" in shown.stdout
+    assert "  space:\n" in shown.stdout and "\nmodel:\n" in shown.stdout
 
 
 def test_searched_key_cannot_also_be_fixed(tmp_path: Path) -> None:

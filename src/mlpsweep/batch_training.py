@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mlpsweep.batch_model import BatchedMLP, StepOverflow, TrialSpec
 from mlpsweep.callbacks import FitPictureLogger, HParamsLogger, LossCurveLogger
+from mlpsweep.cli import stderr_is_terminal
 from mlpsweep.config import to_yaml
 from mlpsweep.fit_rule import fitting_members
 from mlpsweep.model import MLP, NonFiniteLossError
@@ -229,7 +230,9 @@ class BatchTrainer:
     def run(self) -> list[RunResult]:
         trainer = self.cfg.trainer
         loader = self.datamodule.train_dataloader()
-        progress = BatchProgress(len(self.trials), trainer.max_epochs, enabled=not self.cfg.quiet)
+        progress = BatchProgress(
+            len(self.trials), trainer.max_epochs, enabled=not self.cfg.quiet and stderr_is_terminal()
+        )
         try:
             for epoch in range(1, trainer.max_epochs + 1):
                 if not self.batch.active_trials:

@@ -6,6 +6,7 @@ Each does its work every N epochs only; on the other epochs it costs one modulo.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -15,6 +16,9 @@ from matplotlib.figure import Figure
 from mlpsweep.data import PiecewiseDataModule
 from mlpsweep.model import MLP
 from mlpsweep.plots import curve_x, fit_figure, to_rgb_array
+
+# the hyperparameters the project varies: first among TensorBoard's HParams columns
+SHOWN_FIRST = ("model.hidden", "model.layers")
 
 
 def epochs_done(trainer: pl.Trainer) -> int:
@@ -117,8 +121,11 @@ class HParamsLogger(pl.Callback):
     every trial of a study.
     """
 
-    def __init__(self, hparams: dict[str, Any]) -> None:
+    def __init__(
+        self, hparams: dict[str, Any], shown_first: Sequence[str] = SHOWN_FIRST
+    ) -> None:
         self.hparams = hparams
+        self.shown_first = tuple(shown_first)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.write(trainer, pl_module)
@@ -139,8 +146,27 @@ class HParamsLogger(pl.Callback):
         # The HParams tab reads each metric's scalar from the run; the validation scalars
         # are there already (Lightning's log_hyperparams would write them a second time).
         writer.add_scalar("parameter_count", final["parameter_count"], epoch)
-        for summary in hparams(self.hparams, final):
+        experiment, start, end = hparams(self.hparams, final)
+        for summary in (columns_first(experiment, self.shown_first), start, end):
             writer.file_writer.add_summary(summary, epoch)
+
+
+def columns_first(experiment: Any, names: Sequence[str]) -> Any:
+    """The experiment summary with `names` marked as the hyperparameters that differ.
+
+    TensorBoard's HParams tab takes one run's experiment summary as the table's columns,
+    sorts them by `differs` then by name and ticks only the first five by default; torch
+    marks none as differing, so with a dozen keys `data.*` filled those five and the
+    architecture was hidden. Marking the searched keys puts them first.
+    """
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    value = experiment.value[0]
+    content = HParamsPluginData.FromString(value.metadata.plugin_data.content)
+    for info in content.experiment.hparam_infos:
+        info.differs = info.name in names
+    value.metadata.plugin_data.content = content.SerializeToString()
+    return experiment
 
 
 class RunProgress(pl.Callback):

@@ -42,6 +42,12 @@ def config_or_exit(argv: Sequence[str], usage: str, config_name: str = "train") 
     return cfg
 
 
+def stderr_is_terminal() -> bool:
+    """Progress bars only on a terminal: in a log file each redraw is a line of its own."""
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty())
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse for src/summarize.py and src/dashboard.py: a usage mistake is one `error:`
     line, like every other bad input."""

@@ -184,7 +184,9 @@ def describe_hydra_error(error: BaseException, overrides: Sequence[str] = ()) ->
         given = next((o for o in overrides if o.lstrip("+~").split("=", 1)[0] == full_key), full_key)
         return f"{given}: {str(cause).splitlines()[0]}"
     if full_key:
-        return unknown_key_message(full_key, overrides)
+        parent = getattr(cause, "parent_node", None)
+        present = [str(name) for name in parent] if isinstance(parent, DictConfig) else []
+        return unknown_key_message(full_key, overrides, present)
     first, *rest = str(error).strip().splitlines() or ["invalid override"]
     if "Could not find" in first:
         options = [
@@ -271,8 +273,13 @@ NOT_CONFIGURABLE = {
 }
 
 
-def unknown_key_message(key: str, overrides: Sequence[str] = ()) -> str:
-    """`unknown key 'model.hiden' in model.hiden=3: ...; did you mean model.hidden?`"""
+def unknown_key_message(
+    key: str, overrides: Sequence[str] = (), present: Sequence[str] = ()
+) -> str:
+    """`unknown key 'model.hiden' in model.hiden=3: ...; did you mean model.hidden?`
+
+    Close matches come from the schema, and from `present`: the keys the composed config
+    has beside it (the `sweep:` keys, which the training schema does not know)."""
     given = next(
         (
             override.lstrip("+~")
@@ -292,11 +299,14 @@ def unknown_key_message(key: str, overrides: Sequence[str] = ()) -> str:
         for known in schema_keys()
         if known.path.rpartition(".")[0] == prefix
     }
+    for name in present:
+        siblings.setdefault(name, f"{prefix}.{name}" if prefix else name)
     close = [siblings[match] for match in difflib.get_close_matches(leaf, siblings, n=1)]
     hint = f"did you mean {close[0]}? " if close else ""
+    script = "sweep.py" if key.startswith("sweep.") else "train.py"
     return (
         f"unknown key '{key}' in {given}: no such setting; {hint}"
-        "`python src/train.py --cfg` lists all keys"
+        f"`python src/{script} --cfg` lists all keys"
     )
 
 

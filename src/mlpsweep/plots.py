@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 
 CURVE_POINTS = 501
 LOSS_CURVE_POINTS = 1000
+POINT_COLOURS = {1.0: "tab:red", 0.0: "tab:blue"}  # y = 1 and y = 0, named in the legend
 
 
 def curve_x(low: float = -50.0, high: float = 50.0) -> torch.Tensor:
@@ -27,12 +28,16 @@ def fit_figure(
     positions: np.ndarray, labels: np.ndarray, grid: np.ndarray, member_probs: np.ndarray,
     title: str,
 ) -> Figure:
-    """Data points coloured by label, each member's curve faintly, their mean boldly."""
+    """Data points coloured by label (each colour in the legend), each member's curve
+    faintly, their mean boldly."""
     figure = Figure(figsize=(7, 3.6), dpi=100)
     axes = figure.add_subplot()
-    axes.scatter(
-        positions, labels, c=labels, cmap="coolwarm", s=14, zorder=3, label="training points"
-    )
+    for value, colour in POINT_COLOURS.items():
+        chosen = labels == value
+        axes.scatter(
+            positions[chosen], labels[chosen], color=colour, s=14, zorder=3,
+            label=f"training points, y = {value:g}",
+        )
     if member_probs.shape[0] > 1:
         for probs in member_probs:
             axes.plot(grid, probs, color="tab:green", alpha=0.25, linewidth=0.8)

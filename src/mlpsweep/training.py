@@ -29,12 +29,14 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
 from mlpsweep.callbacks import (
+    SHOWN_FIRST,
     FitPictureLogger,
     HParamsLogger,
     LossCurveLogger,
     RunProgress,
     ValidateLastEpoch,
 )
+from mlpsweep.cli import stderr_is_terminal
 from mlpsweep.config import METRICS, hyperparameter_keys, searched_keys, to_yaml
 from mlpsweep.data import PiecewiseDataModule, training_points
 from mlpsweep.model import MLP
@@ -152,20 +154,21 @@ def train(
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
     datamodule, model = build(cfg)
     logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="", default_hp_metric=False)
+    searched = searched_keys(cfg)
     callbacks: list[pl.Callback] = [
         LossCurveLogger(cfg.logger.flush_every),
         fit_pictures := FitPictureLogger(
             datamodule, cfg.logger.image_every, architecture_label(cfg)
         ),
         ValidateLastEpoch(),
-        HParamsLogger(hparams_of(cfg, searched_keys(cfg))),
+        HParamsLogger(hparams_of(cfg, searched), shown_first=(*SHOWN_FIRST, *searched)),
         *extra_callbacks,
     ]
     if cfg.trainer.checkpoint:  # Ctrl-C leaves checkpoints/last.ckpt to resume from (ckpt_path=)
         callbacks.append(CheckpointOnInterrupt(run_dir / "checkpoints" / "last.ckpt"))
     if cfg.trainer.stop_at_val_acc is not None:
         callbacks.append(stop_when_fit())
-    if not cfg.quiet:
+    if not cfg.quiet and stderr_is_terminal():
         callbacks.append(RunProgress(progress_label))
     trainer = pl.Trainer(
         accelerator="cpu",

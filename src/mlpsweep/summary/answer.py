@@ -100,15 +100,18 @@ def threshold_answer(rows: Sequence[TrialRow], threshold: float = DEFAULT_THRESH
     winner = fitting[0] if fitting else None
     runner_up = fitting[1] if len(fitting) > 1 else None
     limit = winner.size if winner else math.inf
+    closest = None if winner else max(candidates, key=_convincing, default=None)
+    # with no winner the closest is named on its own; listing it again as "partial" repeats it
+    named = closest.row.architecture() if closest else None
     partial = sorted(
         (
             candidate
             for candidate in per_architecture
             if 0 < candidate.reached < candidate.members and candidate.size < limit
+            and candidate.row.architecture() != named
         ),
         key=lambda candidate: (candidate.size, -candidate.reached),
     )
-    closest = None if winner else max(candidates, key=_convincing, default=None)
     definition = ANSWER_DEFINITION.format(
         member=fit_rule.definition(threshold), metric=ANSWER_METRIC
     )

@@ -76,8 +76,8 @@ def answer_md(summary: StudySummary) -> str:
     else:
         lines.append("No complete trial with per-member values yet: nothing to judge.")
     if answer.partial:
-        lines += ["", "Smaller architectures where only some members fit (they can fit, but "
-                  "not reliably):"]
+        which = "Smaller architectures" if answer.winner else "Other architectures"
+        lines += ["", f"{which} where only some members fit (they can fit, but not reliably):"]
         lines += [f"- {arch_text(candidate)}: {members_text(candidate)}"
                   for candidate in answer.partial[:5]]
     if answer.winner:

@@ -195,23 +195,52 @@ def _importances_md(summary: StudySummary) -> str:
 
 
 def _problems_md(summary: StudySummary) -> str:
-    failed = [row for row in summary.rows if row.state in ("failed", "retried")]
-    running = [row for row in summary.rows if row.state in ("running", "waiting")]
-    lines: list[str] = []
-    if failed:
-        lines += ["## Failed trials", ""]
-        lines += [
-            f"- trial {row.number} ({row.state}, {_params(row)}): "
-            f"{row.fail_reason or 'no reason recorded'}"
-            for row in failed
-        ]
-    if running:
-        lines += (["", ""] if lines else []) + ["## Running trials", ""]
-        lines += [
-            f"- trial {row.number} ({_params(row)}) on {row.host or '?'}, started "
-            f"{row.started.isoformat(timespec='seconds') if row.started else '?'}"
-            for row in running
-        ]
+    """Failed trials (counted), retried ones (a dead worker's, not counted) and running ones,
+    each under its own heading so the lists agree with the count line."""
+    sections = [_failed_md(summary.rows), _retried_md(summary.rows), _running_md(summary.rows)]
+    return "\n\n".join(section for section in sections if section)
+
+
+def _failed_md(rows: Sequence[TrialRow]) -> str:
+    failed = [row for row in rows if row.state == "failed"]
+    if not failed:
+        return ""
+    lines = ["## Failed trials", ""]
+    lines += [
+        f"- trial {row.number} ({_params(row)}): {row.fail_reason or 'no reason recorded'}"
+        for row in failed
+    ]
+    return "\n".join(lines)
+
+
+def _retried_md(rows: Sequence[TrialRow]) -> str:
+    retried = [row for row in rows if row.state == "retried"]
+    if not retried:
+        return ""
+    lines = [
+        "## Retried trials",
+        "",
+        "Their worker died (or was interrupted) before they ended; each was queued again and "
+        "is not counted as failed.",
+        "",
+    ]
+    for row in retried:
+        again = f"retried as trial {row.retried_as}" if row.retried_as is not None else "retried"
+        reason = f": {row.fail_reason}" if row.fail_reason else ""
+        lines.append(f"- trial {row.number} ({_params(row)}), {again}{reason}")
+    return "\n".join(lines)
+
+
+def _running_md(rows: Sequence[TrialRow]) -> str:
+    running = [row for row in rows if row.state in ("running", "waiting")]
+    if not running:
+        return ""
+    lines = ["## Running trials", ""]
+    lines += [
+        f"- trial {row.number} ({_params(row)}) on {row.host or '?'}, started "
+        f"{row.started.isoformat(timespec='seconds') if row.started else '?'}"
+        for row in running
+    ]
     return "\n".join(lines)
 
 
@@ -232,7 +261,7 @@ def _files_md(summary: StudySummary) -> str:
         "## Files",
         "",
         "- `trials.csv`: one row per trial (state, parameters, metrics, members, epochs, time, "
-        "fail reason)",
+        "fail reason, folder relative to the project)",
         "- `best.yaml`: the best trial's full config (written by the sweep)",
         "- `trials/<n>/`: each trial's run folder (config.yaml, metrics.json, fit.png, "
         "loss.png, TensorBoard events)",

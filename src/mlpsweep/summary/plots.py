@@ -12,6 +12,7 @@ import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -31,6 +32,7 @@ from mlpsweep.summary.study_stats import (  # noqa: E402
     primary_target,
 )
 from mlpsweep.summary.study_summary import StudySummary  # noqa: E402
+from mlpsweep.summary.trial_rows import TrialRow  # noqa: E402
 
 FIGSIZE = (8.0, 5.0)
 DPI = 100
@@ -123,13 +125,15 @@ def architecture_figure(summary: StudySummary) -> Figure | str:
 
     Complete trials are filled circles (a thick black ring: every member reached the
     threshold); pruned trials are hollow squares at the accuracy they had when stopped.
+    One point and one label per architecture: a repeat (the same result again) is left out,
+    and of several trials of one architecture the best is shown.
     """
-    rows = [
+    rows = _one_per_architecture([
         row for row in summary.rows
-        if row.state in ("complete", "pruned")
+        if row.state in ("complete", "pruned") and row.duplicate_of is None
         and "model.hidden" in row.params and "model.layers" in row.params
         and row.metric(ANSWER_METRIC) is not None
-    ]
+    ])
     if not rows:
         return "needs trials with model.hidden and model.layers searched and a val/acc"
     values = [row.metric(ANSWER_METRIC) or 0.0 for row in rows]
@@ -179,6 +183,20 @@ def architecture_figure(summary: StudySummary) -> Figure | str:
     axes.title.set_fontsize(9)
     figure.tight_layout()
     return figure
+
+
+def _one_per_architecture(rows: list[TrialRow]) -> list[TrialRow]:
+    """The best row of each (hidden, layers): complete before pruned, then higher val/acc."""
+    best: dict[tuple[Any, Any], TrialRow] = {}
+    for row in rows:
+        cell = (row.params["model.hidden"], row.params["model.layers"])
+        rank = (row.state == "complete", row.metric(ANSWER_METRIC) or 0.0)
+        current = best.get(cell)
+        if current is None or rank > (
+            current.state == "complete", current.metric(ANSWER_METRIC) or 0.0
+        ):
+            best[cell] = row
+    return list(best.values())
 
 
 def size_figure(summary: StudySummary) -> Figure | str:

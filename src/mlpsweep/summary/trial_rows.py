@@ -17,7 +17,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from mlpsweep.sweep.settings import PARAMETER_COUNT
-from mlpsweep.sweep.trial_states import retried_numbers, state_name
+from mlpsweep.sweep.trial_states import retried_as, retried_numbers, state_name
 
 ARCHITECTURE_KEYS = ("model.hidden", "model.layers")
 
@@ -43,6 +43,8 @@ class TrialRow:
     folder: Path | None
     # the sweep reused trial K's result for this same configuration (not trained again)
     duplicate_of: int | None = None
+    # a dead worker's trial: the number of the copy Optuna queued in its place
+    retried_as: int | None = None
 
     def metric(self, key: str, stat: str = "mean") -> float | None:
         value = self.metrics.get(key, {}).get(stat)
@@ -56,12 +58,29 @@ class TrialRow:
 
 
 def trial_folder(study_folder: Path, trial: FrozenTrial) -> Path | None:
-    """`trials/<n>/` beside the storage, else the absolute run_dir the worker recorded."""
-    local = study_folder / "trials" / str(trial.number)
-    if local.is_dir():
-        return local
+    """The trial's folder in one form for every trial (see `project_path`).
+
+    `trials/<n>/` beside the storage; a repeat's is its twin's `trials/<k>/`; else the
+    absolute run_dir the worker recorded, if it is on this machine.
+    """
+    twin = _trial_number(trial.user_attrs.get("duplicate_of"))
+    numbers = [trial.number] if twin is None else [trial.number, twin]
     recorded = trial.user_attrs.get("run_dir")
-    return Path(recorded) if recorded and Path(recorded).is_dir() else None
+    candidates = [study_folder / "trials" / str(number) for number in numbers]
+    candidates += [Path(recorded)] if recorded else []
+    found = next((folder for folder in candidates if folder.is_dir()), None)
+    return project_path(found) if found is not None else None
+
+
+def project_path(path: Path) -> Path:
+    """Relative to the project (the directory `make summary` runs in), absolute only when
+    the folder lies outside it, so trials.csv and summary.md name folders one way, however
+    the study was named on the command line or recorded by its workers."""
+    resolved = path.resolve()
+    try:
+        return resolved.relative_to(Path.cwd().resolve())
+    except ValueError:
+        return resolved
 
 
 def read_run_metrics(folder: Path | None) -> dict[str, Any]:
@@ -78,12 +97,16 @@ def read_run_metrics(folder: Path | None) -> dict[str, Any]:
 
 def collect_rows(study: optuna.Study, study_folder: Path) -> list[TrialRow]:
     trials = study.get_trials(deepcopy=False)
-    retried = retried_numbers(trials)
-    return [_row(trial, study_folder, retried) for trial in trials]
+    retried, copies = retried_numbers(trials), retried_as(trials)
+    rows = [_row(trial, study_folder, retried) for trial in trials]
+    for row in rows:
+        row.retried_as = copies.get(row.number)
+    return rows
 
 
 def _row(trial: FrozenTrial, study_folder: Path, retried: set[int]) -> TrialRow:
     attrs = trial.user_attrs
+    state = state_name(trial, retried)
     folder = trial_folder(study_folder, trial)
     run = read_run_metrics(folder)
     run_metrics = run.get("metrics", {}) if isinstance(run.get("metrics"), dict) else {}
@@ -98,7 +121,7 @@ def _row(trial: FrozenTrial, study_folder: Path, retried: set[int]) -> TrialRow:
     }
     return TrialRow(
         number=trial.number,
-        state=state_name(trial, retried),
+        state=state,
         params=dict(trial.params),
         values=list(trial.values) if trial.values is not None else None,
         metrics=metrics,
@@ -106,7 +129,7 @@ def _row(trial: FrozenTrial, study_folder: Path, retried: set[int]) -> TrialRow:
         epochs=attrs.get("epochs", run.get("epochs")),
         duration_s=attrs.get("duration_s", run.get("duration_s")),
         parameter_count=attrs.get(PARAMETER_COUNT, run.get(PARAMETER_COUNT)),
-        fail_reason=str(attrs.get("fail_reason", "")),
+        fail_reason=_fail_reason(state, attrs),
         reproduce=str(attrs.get("reproduce", "")),
         host=str(attrs.get("host", "")),
         started=trial.datetime_start,
@@ -114,6 +137,12 @@ def _row(trial: FrozenTrial, study_folder: Path, retried: set[int]) -> TrialRow:
         folder=folder,
         duplicate_of=_trial_number(attrs.get("duplicate_of")),
     )
+
+
+def _fail_reason(state: str, attrs: dict[str, Any]) -> str:
+    """Only a trial that failed has a reason: a retry copies its dead attempt's attributes
+    (older studies kept them), and a retry that completed did not fail."""
+    return str(attrs.get("fail_reason", "")) if state in ("failed", "retried") else ""
 
 
 def _trial_number(value: Any) -> int | None:

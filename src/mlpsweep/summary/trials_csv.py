@@ -1,7 +1,9 @@
 """trials.csv: one row per trial, every state, for pandas or a spreadsheet.
 
 Fail reasons can embed a storage URL (a driver's error), so every text cell is scrubbed
-of passwords before it is written.
+of passwords before it is written. `folder` is relative to the project (the directory the
+summary runs in, e.g. `outputs/sweeps/mlp_arch/trials/12`), absolute only for a study kept
+outside it; a repeat's folder is its twin's.
 """
 
 from __future__ import annotations

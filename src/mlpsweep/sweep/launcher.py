@@ -23,6 +23,7 @@ import optuna
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
+from mlpsweep.cli import stderr_is_terminal
 from mlpsweep.config import ConfigError
 from mlpsweep.sweep.fixed_settings import fixed_training_settings, record_or_check
 from mlpsweep.sweep.locks import storage_lock
@@ -43,18 +44,25 @@ from mlpsweep.sweep.worker import run_trials, worker_process_main
 
 
 class SweepProgress:
-    """One bar over the study's trials: finished, pruned, failed, and the best so far."""
+    """The study's trials as they finish: finished, pruned, failed, and the best so far.
+
+    On a terminal, one bar redrawn in place; in a log file (stderr not a terminal) a plain
+    line each time a trial finishes, since every redraw of a bar would be a line there.
+    """
 
     def __init__(self, settings: SweepSettings, enabled: bool) -> None:
         from tqdm import tqdm
 
         self.settings = settings
+        self.lines = enabled and not stderr_is_terminal()
+        self.printed = ""
+        self.description = f"sweep {settings.study_name}"
         self.bar = tqdm(
             total=settings.n_trials,
-            desc=f"sweep {settings.study_name}",
+            desc=self.description,
             unit="trial",
             file=sys.stderr,
-            disable=not enabled,
+            disable=not enabled or self.lines,
             dynamic_ncols=True,
         )
 
@@ -66,9 +74,16 @@ class SweepProgress:
         postfix = {
             "done": counts["complete"], "pruned": counts["pruned"], "failed": counts["failed"]
         }
+        best = best_value_text(trials, self.settings)
+        if self.lines:
+            ended = ", ".join(f"{key} {value}" for key, value in postfix.items())
+            self.say(
+                f"{self.description}: {self.bar.n}/{self.settings.n_trials} trials finished "
+                f"({ended}{'; best ' + best if best else ''})"
+            )
+            return
         if counts["running"]:
             postfix["running"] = counts["running"]
-        best = best_value_text(trials, self.settings)
         if best:
             postfix["best"] = best
         self.bar.set_postfix(postfix, refresh=False)
@@ -77,8 +92,15 @@ class SweepProgress:
     def waiting(self, study: optuna.Study, running: dict[str, int]) -> None:
         """Nothing left to ask: say whose trials this worker waits for."""
         hosts = ", ".join(f"{count} on {host}" for host, count in sorted(running.items()))
-        self.bar.set_description(f"sweep {self.settings.study_name} (waiting for {hosts})")
+        self.description = f"sweep {self.settings.study_name} (waiting for {hosts})"
+        self.bar.set_description(self.description)
         self.refresh(study)
+
+    def say(self, line: str) -> None:
+        """A plain line for a log file, only when it says something new."""
+        if line != self.printed:
+            print(line, file=sys.stderr, flush=True)
+            self.printed = line
 
     def close(self) -> None:
         self.bar.close()

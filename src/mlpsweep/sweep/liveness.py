@@ -7,10 +7,13 @@ host and process id when asked; on the same host, a RUNNING trial whose process 
 failed and queued again at once, exactly as the heartbeat's retry would do later. Trials of
 other hosts are left to the heartbeat. Worker processes also end with their launcher
 (`PR_SET_PDEATHSIG` on Linux), so no orphan trains on silently after a `kill -9`.
+The queued copy starts clean: the dead attempt's fail reason, host, process and folder stay
+with the dead attempt, so a retry that completes never shows them.
 """
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import os
 import signal
@@ -19,11 +22,14 @@ import sys
 from collections.abc import Sequence
 
 import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from mlpsweep.sweep.optuna_private import study_storage, trial_id
 
 HOST_ATTR, PID_ATTR = "host", "pid"
+# what describes one attempt, not the configuration: a retry does not inherit it
+ATTEMPT_ATTRS = ("fail_reason", HOST_ATTR, PID_ATTR, "run_dir")
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
@@ -74,6 +80,21 @@ def requeue_dead_local(study: optuna.Study, storage: optuna.storages.RDBStorage)
         if storage.set_trial_state_values(identifier, state=TrialState.FAIL) and callback:
             callback(study, study_storage(study).get_trial(identifier))
     return len(dead)
+
+
+class RetryAsFreshAttempt(RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a dead worker's trial, without the dead attempt's own attributes.
+
+    Optuna copies every user attribute into the queued copy; a copy that then completes
+    would still carry the dead attempt's `fail_reason` (and its host, process and folder).
+    """
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        fresh = copy.copy(trial)
+        fresh.user_attrs = {
+            key: value for key, value in trial.user_attrs.items() if key not in ATTEMPT_ATTRS
+        }
+        super().__call__(study, fresh)
 
 
 def running_elsewhere(trials: Sequence[FrozenTrial]) -> dict[str, int]:

@@ -18,6 +18,7 @@ import optuna
 from mlpsweep.config import METRICS, ConfigError
 from mlpsweep.storage import StorageError, open_rdb
 from mlpsweep.sweep.grid import check_study_grid, grid_sampler
+from mlpsweep.sweep.liveness import RetryAsFreshAttempt
 from mlpsweep.sweep.settings import GRID_SAMPLER, PRUNERS, SAMPLERS, SweepSettings
 
 
@@ -29,8 +30,6 @@ def open_sweep_storage(settings: SweepSettings) -> optuna.storages.RDBStorage:
     instant (one without the launcher's `storage_lock`), the loser's insert collides, and
     opening again finds the tables made.
     """
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
-
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # ask/tell with a heartbeat thread of our own is what Study.optimize does inside
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
@@ -38,7 +37,7 @@ def open_sweep_storage(settings: SweepSettings) -> optuna.storages.RDBStorage:
         database = Path(settings.storage_url.removeprefix("sqlite:///"))
         default = database == (settings.study_dir / "study.db").resolve()
         make_folder(database.parent, "sweep.output_dir" if default else "sweep.storage")
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry)
+    retry = RetryAsFreshAttempt(max_retry=settings.max_retry)
     for attempt in range(1, SCHEMA_RACE_ATTEMPTS + 1):
         try:
             return open_rdb(

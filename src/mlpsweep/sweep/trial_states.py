@@ -18,6 +18,15 @@ def retried_numbers(trials: Sequence[FrozenTrial]) -> set[int]:
     return {number for trial in trials for number in trial.system_attrs.get("retry_history", [])}
 
 
+def retried_as(trials: Sequence[FrozenTrial]) -> dict[int, int]:
+    """{dead trial: the copy Optuna queued in its place}, from each copy's `retry_history`."""
+    return {
+        trial.system_attrs["retry_history"][-1]: trial.number
+        for trial in trials
+        if trial.system_attrs.get("retry_history")
+    }
+
+
 def budget_used(trials: Sequence[FrozenTrial]) -> int:
     """Trials that count toward n_trials: finished, running or queued; not the retried dead."""
     retried = retried_numbers(trials)
