@@ -15,6 +15,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 CURVE_POINTS = 501
+# Fixed margins instead of tight_layout, which measured every tick label on each draw and
+# was most of a picture's cost (about 0.12 s of a trial's 0.75 s of pictures, here).
+FIT_MARGINS = {"left": 0.08, "right": 0.74, "bottom": 0.13, "top": 0.9}
+LOSS_MARGINS = {"left": 0.13, "right": 0.97, "bottom": 0.13, "top": 0.9}
 LOSS_CURVE_POINTS = 1000
 POINT_COLOURS = {1.0: "tab:red", 0.0: "tab:blue"}  # y = 1 and y = 0, named in the legend
 
@@ -46,7 +50,7 @@ def fit_figure(
     axes.axhline(0.5, color="grey", linewidth=0.6, linestyle=":")
     axes.set(xlabel="x", ylabel="P(y = 1)", ylim=(-0.05, 1.05), title=title)
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    figure.tight_layout()
+    figure.subplots_adjust(**FIT_MARGINS)
     return figure
 
 
@@ -65,7 +69,7 @@ def loss_figure(epoch_losses: np.ndarray, val_epochs: list[int], val_losses: lis
         axes.plot(val_epochs, val_losses, "o-", markersize=3, label="validation loss")
     axes.set(xlabel="epoch", ylabel="BCE loss", yscale="log", title="loss")
     axes.legend(fontsize=8)
-    figure.tight_layout()
+    figure.subplots_adjust(**LOSS_MARGINS)
     return figure
 
 
@@ -77,5 +81,16 @@ def to_rgb_array(figure: Figure) -> np.ndarray:
 
 
 def save_png(figure: Figure, path: Path) -> None:
+    """Write the figure as a PNG, reusing its last rendering when it has one.
+
+    The final fit picture is rendered once for TensorBoard; drawing it again for fit.png
+    doubled the cost of a trial's pictures, which a 256-trial map pays 256 times.
+    """
+    canvas = figure.canvas
+    if isinstance(canvas, FigureCanvasAgg) and getattr(canvas, "renderer", None) is not None:
+        from PIL import Image
+
+        Image.fromarray(np.asarray(canvas.buffer_rgba())).save(path, format="png")
+        return
     FigureCanvasAgg(figure)
     figure.savefig(path, format="png")
