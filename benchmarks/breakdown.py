@@ -25,10 +25,16 @@ from loops import Timing, eager_floor
 from run import project_run
 
 LEVELS: tuple[tuple[str, str], ...] = (
-    ("floor", "eager floor: nn.Linear, pre-sliced batches, fused Adam (no Lightning, no project code)"),
+    (
+        "floor",
+        "eager floor: nn.Linear, pre-sliced batches, fused Adam (no Lightning, no project code)",
+    ),
     ("step", "the project's `MLP.training_step` called in a plain loop (no Trainer)"),
     ("lightning", "+ Lightning: bare `Trainer.fit` (no logger, no callbacks, no validation)"),
-    ("logged", "+ `train()`: TensorBoard logger, our callbacks, validation at the end only, no pictures"),
+    (
+        "logged",
+        "+ `train()`: TensorBoard logger, our callbacks, validation at the end only, no pictures",
+    ),
     ("validated", "+ validation every 100 epochs (`trainer.val_every=100`)"),
     ("imaged", "+ the fit picture in TensorBoard every 1000 epochs (`logger.image_every=1000`)"),
     ("default", "+ fit.png, loss.png and the checkpoint at the end: the default run"),
@@ -48,7 +54,9 @@ def level_overrides(key: str, epochs: int) -> list[str]:
 def compose_run(epochs: int, output_dir: Path, overrides: list[str]):
     from mlpsweep.config import compose
 
-    return compose([f"trainer.max_epochs={epochs}", "quiet=true", f"output_dir={output_dir}", *overrides])
+    return compose(
+        [f"trainer.max_epochs={epochs}", "quiet=true", f"output_dir={output_dir}", *overrides]
+    )
 
 
 def runner(key: str, epochs: int, output_dir: Path) -> Callable[[], Timing]:
@@ -106,9 +114,18 @@ def one_off_costs(output_dir: Path, repeats: int) -> list[tuple[str, Timing]]:
     datamodule, model = build(cfg)
     run_dir = new_run_dir(output_dir)
     logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="", default_hp_metric=False)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=200, logger=logger, enable_progress_bar=False,
-                         enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
-                         check_val_every_n_epoch=None, val_check_interval=100)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=200,
+        logger=logger,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        check_val_every_n_epoch=None,
+        val_check_interval=100,
+    )
     trainer.fit(model, datamodule=datamodule)
     grid = curve_x()
     losses = model.epoch_losses.numpy()
@@ -130,11 +147,16 @@ def one_off_costs(output_dir: Path, repeats: int) -> list[tuple[str, Timing]]:
 
     pieces = [
         ("one validation pass via `trainer.validate` (upper bound of one in-fit pass)", validation),
-        ("one fit picture rendered and added to TensorBoard (every `image_every` epochs, and at the end)",
-         tb_picture),
+        (
+            "one fit picture rendered and added to TensorBoard "
+            "(every `image_every` epochs, and at the end)",
+            tb_picture,
+        ),
         ("fit.png + loss.png at the end (`logger.pictures`)", pngs),
-        ("the checkpoint at the end (`trainer.checkpoint`)",
-         lambda: trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")),
+        (
+            "the checkpoint at the end (`trainer.checkpoint`)",
+            lambda: trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt"),
+        ),
     ]
     results = []
     for label, piece in pieces:
@@ -156,7 +178,9 @@ def split(long: float, short: float, epochs: int, short_epochs: int) -> tuple[fl
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--epochs", type=int, default=1500)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
@@ -170,7 +194,9 @@ def main(argv: list[str]) -> int:
         output_dir = Path(tmp)
         for key, _ in LEVELS:  # warm-up: lazy imports, first-call costs
             runner(key, 20, output_dir)()
-        jobs = [(key, n, runner(key, n, output_dir)) for key, _ in LEVELS for n in (args.epochs, short)]
+        jobs = [
+            (key, n, runner(key, n, output_dir)) for key, _ in LEVELS for n in (args.epochs, short)
+        ]
         times: dict[tuple[str, int], list[Timing]] = {(key, n): [] for key, n, _ in jobs}
         for repeat in range(args.repeats):
             shift = repeat % len(jobs)
@@ -188,21 +214,25 @@ def main(argv: list[str]) -> int:
         return statistics.median(getattr(t, attr) for t in times[key, n])
 
     lines = [
-        f"Per-epoch breakdown of the default run ({args.epochs} and {short} epochs, {args.repeats} repeats, "
-        "medians; CPU = process CPU time, wall beside it)",
+        f"Per-epoch breakdown of the default run ({args.epochs} and {short} epochs, "
+        f"{args.repeats} repeats, medians; CPU = process CPU time, wall beside it)",
         "",
-        f"| level | CPU ms/epoch at {args.epochs} | fixed s (CPU) | marginal ms/epoch (CPU) | added marginal "
-        "| added fixed s | wall ms/epoch |",
+        f"| level | CPU ms/epoch at {args.epochs} | fixed s (CPU) | marginal ms/epoch (CPU) "
+        "| added marginal | added fixed s | wall ms/epoch |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     previous = None
     for key, label in LEVELS:
-        fixed, marginal = split(med(key, args.epochs, "cpu"), med(key, short, "cpu"), args.epochs, short)
+        fixed, marginal = split(
+            med(key, args.epochs, "cpu"), med(key, short, "cpu"), args.epochs, short
+        )
         added = "" if previous is None else f"{marginal - previous[1]:+.3f}"
         added_fixed = "" if previous is None else f"{fixed - previous[0]:+.2f}"
-        lines.append(f"| {label} | {1e3 * med(key, args.epochs, 'cpu') / args.epochs:.3f} | {fixed:.2f} "
-                     f"| {marginal:.3f} | {added} | {added_fixed} "
-                     f"| {1e3 * med(key, args.epochs, 'wall') / args.epochs:.3f} |")
+        lines.append(
+            f"| {label} | {1e3 * med(key, args.epochs, 'cpu') / args.epochs:.3f} | {fixed:.2f} "
+            f"| {marginal:.3f} | {added} | {added_fixed} "
+            f"| {1e3 * med(key, args.epochs, 'wall') / args.epochs:.3f} |"
+        )
         previous = (fixed, marginal)
     lines += ["", "| one-off piece | CPU ms | wall ms |", "| --- | ---: | ---: |"]
     lines += [f"| {label} | {1e3 * t.cpu:.1f} | {1e3 * t.wall:.1f} |" for label, t in pieces]

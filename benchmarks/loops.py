@@ -46,9 +46,13 @@ class Data(Dataset):
             self.x[i] = -50 + i
             if self.x[i, 0] > -20 and self.x[i, 0] < 20:
                 self.y[i] = 1
-            elif (self.x[i, 0] > -30 and self.x[i, 0] < -20) or (self.x[i, 0] > 20 and self.x[i, 0] < 30):
+            elif (self.x[i, 0] > -30 and self.x[i, 0] < -20) or (
+                self.x[i, 0] > 20 and self.x[i, 0] < 30
+            ):
                 self.y[i] = 0
-            elif (self.x[i, 0] > -40 and self.x[i, 0] < -30) or (self.x[i, 0] > 30 and self.x[i, 0] < 40):
+            elif (self.x[i, 0] > -40 and self.x[i, 0] < -30) or (
+                self.x[i, 0] > 30 and self.x[i, 0] < 40
+            ):
                 self.y[i] = 1
             else:
                 self.y[i] = 0

@@ -18,16 +18,22 @@ HOST = "127.0.0.1"
 def main(argv: list[str]) -> int:
     from mlpsweep.summary import DEFAULT_SWEEPS_DIR
 
-    parser = OneLineParser(prog="dashboard.py", description="optuna-dashboard for a sweep, on 127.0.0.1")
+    parser = OneLineParser(
+        prog="dashboard.py", description="optuna-dashboard for a sweep, on 127.0.0.1"
+    )
     parser.add_argument("study", nargs="?", help="study folder or name (default: the latest sweep)")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--storage", help="storage URL, for a study whose password study.json does not keep")
+    parser.add_argument(
+        "--storage", help="storage URL, for a study whose password study.json does not keep"
+    )
     parser.add_argument("--sweeps-dir", type=Path, default=DEFAULT_SWEEPS_DIR)
     args = parser.parse_args(argv)
     try:
         import optuna_dashboard
     except ImportError:
-        return fail("optuna-dashboard is not installed: pip install -e '.[dashboard]' (or make install)")
+        return fail(
+            "optuna-dashboard is not installed: pip install -e '.[dashboard]' (or make install)"
+        )
     from mlpsweep.storage import scrub
     from mlpsweep.summary import (
         SummaryError,
@@ -41,12 +47,17 @@ def main(argv: list[str]) -> int:
         storage = open_readonly_storage(source.storage_url)
     except SummaryError as error:
         return fail(scrub(str(error)))
-    print(f"optuna-dashboard for {source.folder} ({source.storage_display}) at http://{HOST}:{args.port}/  (Ctrl-C stops it)",
-          flush=True)
+    print(
+        f"optuna-dashboard for {source.folder} ({source.storage_display}) "
+        f"at http://{HOST}:{args.port}/  (Ctrl-C stops it)",
+        flush=True,
+    )
     try:
         optuna_dashboard.run_server(storage, host=HOST, port=args.port)
     except OSError as error:
-        return fail(f"cannot serve on {HOST}:{args.port} ({error.strerror or error}): choose another --port")
+        return fail(
+            f"cannot serve on {HOST}:{args.port} ({error.strerror or error}): choose another --port"
+        )
     except KeyboardInterrupt:
         return 0
     return 0

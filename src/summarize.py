@@ -20,12 +20,28 @@ from mlpsweep.cli import OneLineParser, fail
 def parse_args(argv: list[str]) -> argparse.Namespace:
     from mlpsweep.summary import DEFAULT_SWEEPS_DIR, DEFAULT_THRESHOLD
 
-    parser = OneLineParser(prog="summarize.py", description=__doc__.split("\n\n")[1] if __doc__ else None)
-    parser.add_argument("study", nargs="?", help="study folder or name under --sweeps-dir (default: the latest)")
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                        help=f"the fit bar: a member fits with train/acc 1 and val/acc >= it (default {DEFAULT_THRESHOLD})")
-    parser.add_argument("--storage", help="storage URL, for a study whose password study.json does not keep")
-    parser.add_argument("--sweeps-dir", type=Path, default=DEFAULT_SWEEPS_DIR, help="where sweeps live (default %(default)s)")
+    parser = OneLineParser(
+        prog="summarize.py", description=__doc__.split("\n\n")[1] if __doc__ else None
+    )
+    parser.add_argument(
+        "study", nargs="?", help="study folder or name under --sweeps-dir (default: the latest)"
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help="the fit bar: a member fits with train/acc 1 and val/acc >= it "
+        f"(default {DEFAULT_THRESHOLD})",
+    )
+    parser.add_argument(
+        "--storage", help="storage URL, for a study whose password study.json does not keep"
+    )
+    parser.add_argument(
+        "--sweeps-dir",
+        type=Path,
+        default=DEFAULT_SWEEPS_DIR,
+        help="where sweeps live (default %(default)s)",
+    )
     return parser.parse_args(argv)
 
 
@@ -41,9 +57,14 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         return fail("interrupted", code=130)
     folder = summary.source.folder
-    print(re.sub(r"^!\[[^\]]*\]\(([^)]*)\)$", lambda m: f"-> {folder / m.group(1)}", text, flags=re.MULTILINE), end="")
-    print(f"written: {folder / 'summary.md'}, {folder / 'trials.csv'}, {len(summary.pictures)} pictures in "
-          f"{folder / 'plots'}/, TensorBoard {folder / 'summary'}/")
+    # In the printed text, a Markdown image line becomes the path of its picture.
+    image_line = re.compile(r"^!\[[^\]]*\]\(([^)]*)\)$", re.MULTILINE)
+    print(image_line.sub(lambda match: f"-> {folder / match.group(1)}", text), end="")
+    print(
+        f"written: {folder / 'summary.md'}, {folder / 'trials.csv'}, "
+        f"{len(summary.pictures)} pictures in {folder / 'plots'}/, "
+        f"TensorBoard {folder / 'summary'}/"
+    )
     return 0
 
 

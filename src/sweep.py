@@ -33,7 +33,10 @@ def main(argv: list[str]) -> int:
     except ConfigError as error:
         return fail(str(error))
     except KeyboardInterrupt:
-        return fail("interrupted; running trials were queued again: re-run the same command to resume", code=130)
+        return fail(
+            "interrupted; running trials were queued again: re-run the same command to resume",
+            code=130,
+        )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,9 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def data() -> PiecewiseDataModule:
-    return PiecewiseDataModule(batch_size=32, shuffle=False, normalize=True, val_points=1000, seed=0)
+    return PiecewiseDataModule(
+        batch_size=32, shuffle=False, normalize=True, val_points=1000, seed=0
+    )
 
 
 def minibatches(data: PiecewiseDataModule):
@@ -44,7 +46,9 @@ def minibatches(data: PiecewiseDataModule):
 
 def alone(spec: TrialSpec) -> MLP:
     pl.seed_everything(spec.seed, workers=False, verbose=False)
-    return MLP(hidden=spec.hidden, layers=spec.layers, ensemble=spec.ensemble, lr=LR, fused_adam=True)
+    return MLP(
+        hidden=spec.hidden, layers=spec.layers, ensemble=spec.ensemble, lr=LR, fused_adam=True
+    )
 
 
 def train_alone(model: MLP, data: PiecewiseDataModule, epochs: int, lr: float = LR) -> torch.Tensor:
@@ -65,7 +69,9 @@ def train_alone(model: MLP, data: PiecewiseDataModule, epochs: int, lr: float = 
     return torch.stack(losses)
 
 
-def train_batch_epochs(batch: BatchedMLP, data: PiecewiseDataModule, epochs: int) -> list[torch.Tensor]:
+def train_batch_epochs(
+    batch: BatchedMLP, data: PiecewiseDataModule, epochs: int
+) -> list[torch.Tensor]:
     return [batch.train_epoch(minibatches(data)).losses for _ in range(epochs)]
 
 
@@ -77,7 +83,9 @@ def padded_entries(batch: BatchedMLP) -> list[torch.Tensor]:
         for layer in range(group.depth + 1):
             for param, is_weight in ((group.weights[layer], True), (group.biases[layer], False)):
                 state = batch.optimizer.state.get(param, {})
-                tensors = [param.detach()] + [state[k] for k in ("exp_avg", "exp_avg_sq") if k in state]
+                tensors = [param.detach()] + [
+                    state[k] for k in ("exp_avg", "exp_avg_sq") if k in state
+                ]
                 for tensor in tensors:
                     for dim in width_dims(layer, group.depth, is_weight):
                         shape = [group.size, 1, 1]
@@ -124,11 +132,14 @@ def test_a_padded_units_weights_stay_exactly_zero_after_training(data):
 def test_each_trials_losses_in_a_mixed_batch_match_the_trial_trained_alone(data):
     epochs, lr = 200, 0.05  # 800 Adam steps of a size that moves every trial's loss
     batch = BatchedMLP(MIXED, lr)
-    batched = torch.stack(train_batch_epochs(batch, data, epochs))  # (epochs, members) in batch order
+    # (epochs, members) in batch order
+    batched = torch.stack(train_batch_epochs(batch, data, epochs))
     for trial_id, spec in enumerate(MIXED):
         own = batched[:, batch.trial_rows(trial_id)]
         reference = train_alone(alone(spec), data, epochs, lr)
-        assert torch.allclose(own, reference, rtol=0, atol=1e-5), f"trial {trial_id}: {(own - reference).abs().max()}"
+        assert torch.allclose(own, reference, rtol=0, atol=1e-5), (
+            f"trial {trial_id}: {(own - reference).abs().max()}"
+        )
         assert (reference[0] - reference[-1]).min() > 0.02, "the comparison is over real training"
 
 
@@ -213,6 +224,10 @@ def test_validation_metrics_are_the_ones_an_mlp_computes(data):
         model.load_state_dict(batch.trial_state_dict(trial_id))
         rows = batch.trial_rows(trial_id)
         with torch.no_grad():
-            assert torch.allclose(metrics["val/loss"][rows], model.member_losses(data.val_x, data.val_y), atol=1e-6)
-            assert torch.equal(metrics["val/acc"][rows], model.member_accuracy(data.val_x, data.val_y))
+            assert torch.allclose(
+                metrics["val/loss"][rows], model.member_losses(data.val_x, data.val_y), atol=1e-6
+            )
+            assert torch.equal(
+                metrics["val/acc"][rows], model.member_accuracy(data.val_x, data.val_y)
+            )
             assert torch.equal(metrics["train/acc"][rows], model.member_accuracy(data.x, data.y))

@@ -37,7 +37,9 @@ ARCHITECTURES = ((6, 1), (12, 1), (3, 2))  # two widths at depth 1, one trial at
 
 def configs(output_dir: Path, architectures=ARCHITECTURES, *overrides: str) -> list[DictConfig]:
     return [
-        compose_run(output_dir, *COMMON, f"model.hidden={hidden}", f"model.layers={layers}", *overrides)
+        compose_run(
+            output_dir, *COMMON, f"model.hidden={hidden}", f"model.layers={layers}", *overrides
+        )
         for hidden, layers in architectures
     ]
 
@@ -81,7 +83,9 @@ def compared(tmp_path_factory: pytest.TempPathFactory) -> Compared:
 
 
 def events(run_dir: Path) -> EventAccumulator:
-    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    accumulator = EventAccumulator(
+        str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0}
+    )
     accumulator.Reload()
     return accumulator
 
@@ -97,7 +101,9 @@ def test_each_trials_per_epoch_losses_match_its_run_alone(compared):
     for index, expected in enumerate(compared.alone_losses):
         ours = compared.trainer.trials[index].record.epoch_losses
         assert ours.shape == expected.shape == (EPOCHS, 2)
-        assert torch.allclose(ours, expected, rtol=0, atol=1e-5), f"trial {index}: {(ours - expected).abs().max()}"
+        assert torch.allclose(ours, expected, rtol=0, atol=1e-5), (
+            f"trial {index}: {(ours - expected).abs().max()}"
+        )
 
 
 def test_each_trials_final_metrics_match_its_run_alone(compared):
@@ -107,7 +113,8 @@ def test_each_trials_final_metrics_match_its_run_alone(compared):
         recorded, expected = metrics_json(ours)["metrics"], metrics_json(alone)["metrics"]
         assert recorded.keys() == expected.keys()
         for key in ("val/acc", "train/acc", "val/loss", "train/loss"):
-            assert recorded[key]["members"] == pytest.approx(expected[key]["members"], abs=1e-4), key
+            ours_members, alone_members = recorded[key]["members"], expected[key]["members"]
+            assert ours_members == pytest.approx(alone_members, abs=1e-4), key
 
 
 def test_every_trial_is_told_when_it_ends(compared):
@@ -118,9 +125,13 @@ def test_every_trial_is_told_when_it_ends(compared):
 
 
 def test_each_trial_gets_a_single_runs_folder(compared):
-    for ours, alone, cfg in zip(compared.results, compared.alone, compared.trainer.trials, strict=True):
+    for ours, alone, cfg in zip(
+        compared.results, compared.alone, compared.trainer.trials, strict=True
+    ):
         names = {p.name for p in ours.run_dir.iterdir() if not p.name.startswith("events.")}
-        assert names == {p.name for p in alone.run_dir.iterdir() if not p.name.startswith("events.")}
+        assert names == {
+            p.name for p in alone.run_dir.iterdir() if not p.name.startswith("events.")
+        }
         assert {"config.yaml", "metrics.json", "fit.png", "loss.png", "checkpoints"} <= names
         for picture in ("fit.png", "loss.png"):
             assert (ours.run_dir / picture).read_bytes()[:8] == PNG_MAGIC
@@ -138,28 +149,47 @@ def test_each_trials_events_are_those_of_its_run_alone(compared):
         for tag in theirs.Tags()["scalars"]:
             got, expected = mine.Scalars(tag), theirs.Scalars(tag)
             assert [e.step for e in got] == [e.step for e in expected], tag
-            assert [e.value for e in got] == pytest.approx([e.value for e in expected], abs=1e-4), tag
-        assert [i.step for i in mine.Images("fit")] == [i.step for i in theirs.Images("fit")] == [100, EPOCHS]
+            expected_values = [e.value for e in expected]
+            assert [e.value for e in got] == pytest.approx(expected_values, abs=1e-4), tag
+        assert (
+            [i.step for i in mine.Images("fit")]
+            == [i.step for i in theirs.Images("fit")]
+            == [100, EPOCHS]
+        )
         plugin = {
             tag: plugin_data_pb2.HParamsPluginData.FromString(content)
             for tag, content in mine.PluginTagToContent("hparams").items()
         }
         session = plugin["_hparams_/session_start_info"].session_start_info
-        assert session.hparams["model.hidden"].number_value == OmegaConf.load(ours.run_dir / "config.yaml").model.hidden
+        assert (
+            session.hparams["model.hidden"].number_value
+            == OmegaConf.load(ours.run_dir / "config.yaml").model.hidden
+        )
         assert {"val/acc", "val/loss", "train/acc", "train/loss"} <= {
             info.name.tag for info in plugin["_hparams_/experiment"].experiment.metric_infos
         }
 
 
 def test_a_trials_checkpoint_loads_into_mlp_and_predicts_what_the_batch_measured(compared):
-    data = PiecewiseDataModule(batch_size=32, shuffle=False, normalize=True, val_points=1000, seed=0)
+    data = PiecewiseDataModule(
+        batch_size=32, shuffle=False, normalize=True, val_points=1000, seed=0
+    )
     for ours in compared.results:
-        model = MLP.load_from_checkpoint(ours.run_dir / "checkpoints" / "last.ckpt", map_location="cpu")
+        model = MLP.load_from_checkpoint(
+            ours.run_dir / "checkpoints" / "last.ckpt", map_location="cpu"
+        )
         saved = OmegaConf.load(ours.run_dir / "config.yaml")
-        assert (model.hparams.hidden, model.hparams.layers, model.ensemble) == (saved.model.hidden, saved.model.layers, 2)
+        assert (model.hparams.hidden, model.hparams.layers, model.ensemble) == (
+            saved.model.hidden,
+            saved.model.layers,
+            2,
+        )
         recorded = metrics_json(ours)["metrics"]
         with torch.no_grad():
-            assert model.member_accuracy(data.val_x, data.val_y).tolist() == recorded["val/acc"]["members"]
+            assert (
+                model.member_accuracy(data.val_x, data.val_y).tolist()
+                == recorded["val/acc"]["members"]
+            )
             assert model.member_losses(data.val_x, data.val_y).tolist() == pytest.approx(
                 recorded["val/loss"]["members"], abs=1e-6)
 
@@ -173,33 +203,53 @@ def test_a_trial_pruned_by_its_hook_leaves_at_that_validation(tmp_path):
 
     def on_validation(index: int, epoch: int, metrics: dict[str, list[float]]) -> str | None:
         calls.append(("validate", index, epoch))
-        assert set(metrics) == {"val/loss", "val/acc", "train/acc", "train/loss"} and len(metrics["val/acc"]) == 2
+        assert (
+            set(metrics) == {"val/loss", "val/acc", "train/acc", "train/loss"}
+            and len(metrics["val/acc"]) == 2
+        )
         return "pruned" if (index, epoch) == (1, 100) else None
 
     def on_exit(index: int, result: RunResult) -> None:
         calls.append((result.status, index, result.epochs))
 
     results = train_batch(cfgs, folders(tmp_path / "batch", 3), on_validation, on_exit)
-    assert [(r.status, r.epochs) for r in results] == [("completed", EPOCHS), ("pruned", 100), ("completed", EPOCHS)]
-    assert calls.index(("pruned", 1, 100)) < calls.index(("validate", 0, 200)), "told at once, not at the end"
+    assert [(r.status, r.epochs) for r in results] == [
+        ("completed", EPOCHS),
+        ("pruned", 100),
+        ("completed", EPOCHS),
+    ]
+    assert calls.index(("pruned", 1, 100)) < calls.index(("validate", 0, 200)), (
+        "told at once, not at the end"
+    )
     assert ("validate", 1, 200) not in calls
     record = metrics_json(results[1])
     assert record["status"] == "pruned" and record["epochs"] == 100 and "pruned" in record["error"]
     assert len(record["metrics"]["val/acc"]["members"]) == 2
-    assert not (results[1].run_dir / "checkpoints").exists(), "a pruned run keeps no checkpoint, as alone"
+    assert not (results[1].run_dir / "checkpoints").exists(), (
+        "a pruned run keeps no checkpoint, as alone"
+    )
     assert max(e.step for e in events(results[1].run_dir).Scalars("train/loss")) == 100
 
 
 def test_stop_at_val_acc_ends_each_trial_where_it_would_end_alone(tmp_path):
     # a member fits with every training point right besides val/acc >= 0.7: a faster Adam
-    overrides = ("trainer.max_epochs=600", "trainer.val_every=20", "trainer.stop_at_val_acc=0.7", "model.lr=0.1",
-                 "logger.image_every=0", "logger.pictures=false", "trainer.checkpoint=false")
+    overrides = (
+        "trainer.max_epochs=600",
+        "trainer.val_every=20",
+        "trainer.stop_at_val_acc=0.7",
+        "model.lr=0.1",
+        "logger.image_every=0",
+        "logger.pictures=false",
+        "trainer.checkpoint=false",
+    )
     architectures = ((20, 1), (2, 1), (8, 2))
     cfgs = configs(tmp_path / "runs", architectures, *overrides)
     results = train_batch(cfgs, folders(tmp_path / "batch", 3))
     alone = [train(cfg, new_run_dir(tmp_path / "alone")) for cfg in cfgs]
     assert [r.epochs for r in results] == [r.epochs for r in alone]
-    assert any(r.epochs < 600 for r in results) and any(r.epochs == 600 for r in results), "some stop, some not"
+    assert any(r.epochs < 600 for r in results) and any(r.epochs == 600 for r in results), (
+        "some stop, some not"
+    )
     for ours in results:
         assert ours.status == "completed"
         if ours.epochs < 600:
@@ -229,7 +279,9 @@ def test_a_diverging_trial_fails_alone_and_the_others_finish(tmp_path, monkeypat
 
 
 def test_a_learning_rate_that_diverges_fails_every_trial_like_a_single_run(tmp_path):
-    results = train_batch(configs(tmp_path / "runs", ((5, 1), (4, 2)), "model.lr=1e38"), folders(tmp_path / "b", 2))
+    results = train_batch(
+        configs(tmp_path / "runs", ((5, 1), (4, 2)), "model.lr=1e38"), folders(tmp_path / "b", 2)
+    )
     for result in results:
         record = metrics_json(result)
         assert record["status"] == "failed" and record["epochs"] < EPOCHS
@@ -245,7 +297,9 @@ def test_an_interrupt_records_the_unfinished_trials_and_propagates(tmp_path):
     told: list[int] = []
     dirs = folders(tmp_path / "batch", 3)
     with pytest.raises(KeyboardInterrupt):
-        train_batch(configs(tmp_path / "runs"), dirs, interrupt, lambda index, result: told.append(index))
+        train_batch(
+            configs(tmp_path / "runs"), dirs, interrupt, lambda index, result: told.append(index)
+        )
     assert told == [0]
     statuses = [json.loads((d / "metrics.json").read_text())["status"] for d in dirs]
     assert statuses == ["pruned", "interrupted", "interrupted"]
@@ -256,11 +310,15 @@ def test_an_interrupt_records_the_unfinished_trials_and_propagates(tmp_path):
 
 def test_trials_differing_in_more_than_the_architecture_are_refused(tmp_path):
     cfgs = configs(tmp_path, ((5, 1),)) + configs(tmp_path, ((6, 2),), "model.lr=0.05")
-    with pytest.raises(ValueError, match=r"trial 1 differs from trial 0 in model\.lr \(0\.05 vs 0\.01\)"):
+    with pytest.raises(
+        ValueError, match=r"trial 1 differs from trial 0 in model\.lr \(0\.05 vs 0\.01\)"
+    ):
         check_batchable(cfgs)
     check_batchable(configs(tmp_path))  # hidden and layers may differ
 
 
 def test_an_unknown_exit_reason_is_refused(tmp_path):
     with pytest.raises(ValueError, match="on_validation returned 'done'"):
-        train_batch(configs(tmp_path / "runs", ((5, 1),)), folders(tmp_path / "b", 1), lambda *_: "done")
+        train_batch(
+            configs(tmp_path / "runs", ((5, 1),)), folders(tmp_path / "b", 1), lambda *_: "done"
+        )

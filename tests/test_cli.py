@@ -87,8 +87,13 @@ def run_train_on_a_terminal(*args: str, timeout: float = 300) -> subprocess.Comp
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
-        done = subprocess.run([sys.executable, str(TRAIN_SCRIPT), *args], cwd=TRAIN_SCRIPT.parents[1],
-                              stdout=subprocess.PIPE, stderr=stderr_end, timeout=timeout)
+        done = subprocess.run(
+            [sys.executable, str(TRAIN_SCRIPT), *args],
+            cwd=TRAIN_SCRIPT.parents[1],
+            stdout=subprocess.PIPE,
+            stderr=stderr_end,
+            timeout=timeout,
+        )
     finally:
         os.close(stderr_end)
     reader.join(timeout=10)
@@ -100,7 +105,9 @@ def run_train_on_a_terminal(*args: str, timeout: float = 300) -> subprocess.Comp
 def test_quiet_run_prints_exactly_one_closing_line(tmp_path):
     output_dir = tmp_path / "runs"
     # on a terminal, where a run that is not quiet draws its bar
-    process = run_train_on_a_terminal("trainer.max_epochs=3", "quiet=true", f"output_dir={output_dir}")
+    process = run_train_on_a_terminal(
+        "trainer.max_epochs=3", "quiet=true", f"output_dir={output_dir}"
+    )
     assert process.returncode == 0, process.stderr
     assert_no_traceback(process)
     lines = process.stdout.splitlines()
@@ -133,7 +140,9 @@ def test_nan_loss_stops_with_one_clear_line(run_train, tmp_path):
     # lr=1e38 passes the config check (a finite float32) and Adam's first step drives the
     # weights to +-1e38: the next forward pass sums +inf and -inf into NaN probabilities.
     output_dir = tmp_path / "runs"
-    process = run_train("model.lr=1e38", "trainer.max_epochs=100", "quiet=true", f"output_dir={output_dir}")
+    process = run_train(
+        "model.lr=1e38", "trainer.max_epochs=100", "quiet=true", f"output_dir={output_dir}"
+    )
     assert process.returncode != 0 and process.returncode != 2, "a failed run, not a config error"
     assert_no_traceback(process)
     assert process.stdout == "", "no 'completed:' line"
@@ -146,7 +155,9 @@ def test_nan_loss_stops_with_one_clear_line(run_train, tmp_path):
     assert record["status"] == "failed" and record["epochs"] < 100
 
 
-@pytest.mark.parametrize("args", [["--frobnicate"], ["model.hidden"]], ids=["unknown-flag", "no-equals"])
+@pytest.mark.parametrize(
+    "args", [["--frobnicate"], ["model.hidden"]], ids=["unknown-flag", "no-equals"]
+)
 def test_malformed_command_lines_are_one_line_errors(run_train, tmp_path, args):
     output_dir = tmp_path / "runs"
     process = run_train(*args, f"output_dir={output_dir}", timeout=120)

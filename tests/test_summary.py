@@ -36,7 +36,13 @@ from mlpsweep.sweep import launch, parse_settings, write_study_pointer
 from mlpsweep.sweep.optuna_private import study_storage, trial_id
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FAST = ("trainer.max_epochs=100", "trainer.val_every=50", "logger.image_every=0", "quiet=true", "sweep.workers=1")
+FAST = (
+    "trainer.max_epochs=100",
+    "trainer.val_every=50",
+    "logger.image_every=0",
+    "quiet=true",
+    "sweep.workers=1",
+)
 SECRET_URL = "postgresql://user:secret@host/db"
 SPACE = {"model.hidden": IntDistribution(1, 64, log=True), "model.layers": IntDistribution(1, 4)}
 SINGLE_PICTURES = {"map", "best_fit", "architecture", "size_vs_accuracy", "history", "importances"}
@@ -44,7 +50,9 @@ SINGLE_PICTURES = {"map", "best_fit", "architecture", "size_vs_accuracy", "histo
 
 def load_script(name: str) -> ModuleType:
     """`src/<name>.py` as a module, so its main() runs in-process (capsys, monkeypatch)."""
-    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO_ROOT / "src" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"script_{name}", REPO_ROOT / "src" / f"{name}.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -56,7 +64,11 @@ summarize_script = load_script("summarize")
 
 def run_script(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "src/summarize.py", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "src/summarize.py", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -133,10 +145,12 @@ def test_pictures_are_pngs_and_in_tensorboard(real) -> None:
     for name in SINGLE_PICTURES:
         width, height = png_size(folder / "plots" / f"{name}.png")
         assert 400 <= width <= 3000 and 250 <= height <= 3000, (name, width, height)
-    assert (folder / "plots" / "best_fit.png").read_bytes() == (report.best.folder / "fit.png").read_bytes()
+    best_fit = folder / "plots" / "best_fit.png"
+    assert best_fit.read_bytes() == (report.best.folder / "fit.png").read_bytes()
     events = EventAccumulator(str(folder / "summary"), size_guidance={"images": 0}).Reload()
     assert {f"study/{name}" for name in SINGLE_PICTURES} <= set(events.Tags()["images"])
-    assert len(list((folder / "summary").glob("events.out.tfevents.*"))) == 1  # a rebuild replaces, not piles up
+    # A rebuild replaces the event file, not piles up.
+    assert len(list((folder / "summary").glob("events.out.tfevents.*"))) == 1
 
 
 @pytest.mark.slow
@@ -188,17 +202,30 @@ def test_command_line_prints_and_writes(real) -> None:
 # ---- the answer's definition, on rows built by hand ----------------------------------
 
 
-def row(number: int, hidden: int, layers: int, members: list[float], state: str = "complete") -> TrialRow:
+def row(
+    number: int, hidden: int, layers: int, members: list[float], state: str = "complete"
+) -> TrialRow:
     """A trial whose members all classify every training point right (train/acc 1), so the
     fit rule judges them by val/acc alone."""
     from mlpsweep.model import parameter_count
 
     train = [1.0] * len(members)
     return TrialRow(
-        number=number, state=state, params={"model.hidden": hidden, "model.layers": layers},
-        values=[sum(members) / len(members)], metrics={}, members={"val/acc": members, "train/acc": train}, epochs=100,
-        duration_s=1.0, parameter_count=parameter_count(hidden, layers), fail_reason="", reproduce="",
-        host="", started=datetime.now(), completed=datetime.now(), folder=None,
+        number=number,
+        state=state,
+        params={"model.hidden": hidden, "model.layers": layers},
+        values=[sum(members) / len(members)],
+        metrics={},
+        members={"val/acc": members, "train/acc": train},
+        epochs=100,
+        duration_s=1.0,
+        parameter_count=parameter_count(hidden, layers),
+        fail_reason="",
+        reproduce="",
+        host="",
+        started=datetime.now(),
+        completed=datetime.now(),
+        folder=None,
     )
 
 
@@ -218,7 +245,8 @@ def test_answer_needs_every_member_and_skips_repeats_and_pruned() -> None:
     assert answer.unjudged == [5]
     assert threshold_answer(rows, 0.98).winner.row.number == 0  # a lower bar: the smallest fits
     strict = threshold_answer(rows, 0.9995)
-    assert strict.winner is None and strict.closest.row.number in (1, 2)  # 1 of 4 members, best mean
+    # 1 of 4 members, best mean
+    assert strict.winner is None and strict.closest.row.number in (1, 2)
 
 
 # ---- studies with every state --------------------------------------------------------
@@ -235,44 +263,87 @@ def run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
-def build_mixed_study(folder: Path, run_dir: Path, fail_reason: str = "NonFiniteLossError: loss is nan") -> optuna.Study:
+def build_mixed_study(
+    folder: Path, run_dir: Path, fail_reason: str = "NonFiniteLossError: loss is nan"
+) -> optuna.Study:
     """complete (real folder), pruned, failed, retried (dead worker) and running trials."""
     folder.mkdir(parents=True)
-    study = optuna.create_study(study_name=folder.name, storage=f"sqlite:///{folder / 'study.db'}", direction="maximize")
+    study = optuna.create_study(
+        study_name=folder.name, storage=f"sqlite:///{folder / 'study.db'}", direction="maximize"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(["val/acc"])
     run = json.loads((run_dir / "metrics.json").read_text())
     shutil.copytree(run_dir, folder / "trials" / "0")
-    summaries = {k: {s: v for s, v in m.items() if s != "members"} for k, m in run["metrics"].items()}
-    attrs = {"epochs": run["epochs"], "parameter_count": run["parameter_count"], "duration_s": run["duration_s"],
-             "metrics": summaries, "reproduce": "python src/train.py model.hidden=3", "host": "here"}
-    study.add_trial(optuna.create_trial(params={"model.hidden": 3, "model.layers": 1}, distributions=SPACE,
-                                        value=summaries["val/acc"]["mean"], user_attrs=attrs))
-    study.add_trial(optuna.create_trial(params={"model.hidden": 2, "model.layers": 2}, distributions=SPACE,
-                                        state=TrialState.PRUNED, intermediate_values={50: 0.6},
-                                        user_attrs={**attrs, "epochs": 50}))
-    study.add_trial(optuna.create_trial(params={"model.hidden": 64, "model.layers": 4}, distributions=SPACE,
-                                        state=TrialState.FAIL, user_attrs={"fail_reason": fail_reason}))
-    study.add_trial(optuna.create_trial(params={"model.hidden": 9, "model.layers": 2}, distributions=SPACE,
-                                        state=TrialState.FAIL, user_attrs={"fail_reason": "worker died"}))
+    summaries = {
+        k: {s: v for s, v in m.items() if s != "members"} for k, m in run["metrics"].items()
+    }
+    attrs = {
+        "epochs": run["epochs"],
+        "parameter_count": run["parameter_count"],
+        "duration_s": run["duration_s"],
+        "metrics": summaries,
+        "reproduce": "python src/train.py model.hidden=3",
+        "host": "here",
+    }
+    study.add_trial(
+        optuna.create_trial(
+            params={"model.hidden": 3, "model.layers": 1},
+            distributions=SPACE,
+            value=summaries["val/acc"]["mean"],
+            user_attrs=attrs,
+        )
+    )
+    study.add_trial(
+        optuna.create_trial(
+            params={"model.hidden": 2, "model.layers": 2},
+            distributions=SPACE,
+            state=TrialState.PRUNED,
+            intermediate_values={50: 0.6},
+            user_attrs={**attrs, "epochs": 50},
+        )
+    )
+    study.add_trial(
+        optuna.create_trial(
+            params={"model.hidden": 64, "model.layers": 4},
+            distributions=SPACE,
+            state=TrialState.FAIL,
+            user_attrs={"fail_reason": fail_reason},
+        )
+    )
+    study.add_trial(
+        optuna.create_trial(
+            params={"model.hidden": 9, "model.layers": 2},
+            distributions=SPACE,
+            state=TrialState.FAIL,
+            user_attrs={"fail_reason": "worker died"},
+        )
+    )
     running = study.ask(SPACE)
     study_storage(study).set_trial_system_attr(trial_id(running), "retry_history", [3])
     return study
 
 
 @pytest.mark.slow
-def test_failed_pruned_retried_and_running_trials_summarise(tmp_path: Path, run_folder: Path) -> None:
+def test_failed_pruned_retried_and_running_trials_summarise(
+    tmp_path: Path, run_folder: Path
+) -> None:
     folder = tmp_path / "mixed"
     build_mixed_study(folder, run_folder)
     report, text = summarize_study(str(folder))
     assert "- trials: 1 complete, 1 pruned, 1 failed, 1 running (3 finished); 1 retried" in text
     assert report.best is not None and report.best.number == 0
-    assert "NonFiniteLossError: loss is nan" in text and "## Running trials" in text and "trial 4 (" in text
+    assert (
+        "NonFiniteLossError: loss is nan" in text
+        and "## Running trials" in text
+        and "trial 4 (" in text
+    )
     assert "Not computed: too few complete trials (1" in text  # importances: stated, not crashed
     states = {int(r["number"]): r["state"] for r in read_csv(folder / "trials.csv")}
     assert states == {0: "complete", 1: "pruned", 2: "failed", 3: "retried", 4: "running"}
-    assert (folder / "plots" / "best_fit.png").exists() and (folder / "plots" / "architecture.png").exists()
+    plots = folder / "plots"
+    assert (plots / "best_fit.png").exists() and (plots / "architecture.png").exists()
     assert not (folder / "plots" / "importances.png").exists()
 
 
@@ -288,15 +359,30 @@ def test_a_retried_trial_is_named_retried_and_its_completed_retry_shows_no_fail_
                                 direction="maximize")
     died = "its worker process died; queued again"
     metrics = {"val/acc": {"mean": 0.9, "min": 0.9, "max": 0.9, "std": 0.0}}
-    study.add_trial(optuna.create_trial(params={"model.hidden": 9, "model.layers": 2}, distributions=SPACE,
-                                        state=TrialState.FAIL, user_attrs={"fail_reason": died}))
-    study.add_trial(optuna.create_trial(params={"model.hidden": 9, "model.layers": 2}, distributions=SPACE,
-                                        value=0.9, user_attrs={"fail_reason": died, "metrics": metrics},
-                                        system_attrs={"failed_trial": 0, "retry_history": [0]}))
+    study.add_trial(
+        optuna.create_trial(
+            params={"model.hidden": 9, "model.layers": 2},
+            distributions=SPACE,
+            state=TrialState.FAIL,
+            user_attrs={"fail_reason": died},
+        )
+    )
+    study.add_trial(
+        optuna.create_trial(
+            params={"model.hidden": 9, "model.layers": 2},
+            distributions=SPACE,
+            value=0.9,
+            user_attrs={"fail_reason": died, "metrics": metrics},
+            system_attrs={"failed_trial": 0, "retry_history": [0]},
+        )
+    )
     report, text = summarize_study(str(folder))
     assert "1 complete, 0 pruned, 0 failed" in text and "1 retried" in text
     assert "## Failed trials" not in text
-    assert "## Retried trials" in text and "- trial 0 (model.hidden=9, model.layers=2), retried as trial 1" in text
+    assert (
+        "## Retried trials" in text
+        and "- trial 0 (model.hidden=9, model.layers=2), retried as trial 1" in text
+    )
     assert [row.fail_reason for row in report.rows] == [died, ""]
     assert [row["fail_reason"] for row in read_csv(folder / "trials.csv")] == [died, ""]
 
@@ -322,16 +408,25 @@ def point_at_postgres(folder: Path, study_name: str) -> None:
 
 
 @pytest.mark.slow
-def test_password_never_printed_or_written(tmp_path: Path, run_folder: Path, monkeypatch, capsys) -> None:
+def test_password_never_printed_or_written(
+    tmp_path: Path, run_folder: Path, monkeypatch, capsys
+) -> None:
     folder = tmp_path / "pg"
     sqlite_url = f"sqlite:///{folder / 'study.db'}"
-    build_mixed_study(folder, run_folder, fail_reason=f"OperationalError: could not connect to {SECRET_URL}")
+    build_mixed_study(
+        folder, run_folder, fail_reason=f"OperationalError: could not connect to {SECRET_URL}"
+    )
     point_at_postgres(folder, "pg")
     assert json.loads((folder / "study.json").read_text())["storage_has_password"] is True
 
     assert summarize_script.main([str(folder)]) == 2  # the password is not kept: ask for it
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: ") and "--storage" in err and "MLPSWEEP_STORAGE" in err
+    assert (
+        err.count("\n") == 1
+        and err.startswith("error: ")
+        and "--storage" in err
+        and "MLPSWEEP_STORAGE" in err
+    )
 
     opened: list[str] = []
     monkeypatch.setattr(study_source, "open_readonly_storage",
@@ -342,10 +437,13 @@ def test_password_never_printed_or_written(tmp_path: Path, run_folder: Path, mon
     assert opened == [SECRET_URL, SECRET_URL]  # the real URL reached the storage, and nothing else
     printed = capsys.readouterr()
     assert "postgresql://user:***@host/db" in printed.out
-    written = [folder / n for n in ("summary.md", "trials.csv", "study.json")] + list((folder / "summary").iterdir())
+    written = [folder / n for n in ("summary.md", "trials.csv", "study.json")]
+    written += (folder / "summary").iterdir()
     for text in [printed.out, printed.err, *(p.read_bytes().decode("latin-1") for p in written)]:
         assert "secret" not in text
-    assert "could not connect to postgresql://user:***@host/db" in (folder / "trials.csv").read_text()
+    assert (
+        "could not connect to postgresql://user:***@host/db" in (folder / "trials.csv").read_text()
+    )
 
 
 def test_scrub_masks_urls_inside_sentences() -> None:
@@ -371,13 +469,17 @@ def test_bad_inputs_give_one_line(tmp_path: Path, capsys) -> None:
     (sweeps / "notastudy").mkdir(parents=True)
     assert "not a study folder" in one_error_line(capsys, "notastudy", "--sweeps-dir", str(sweeps))
     assert "no such study folder" in one_error_line(capsys, "missing", "--sweeps-dir", str(sweeps))
-    assert "--threshold" in one_error_line(capsys, "notastudy", "--sweeps-dir", str(sweeps), "--threshold", "1.5")
+    assert "--threshold" in one_error_line(
+        capsys, "notastudy", "--sweeps-dir", str(sweeps), "--threshold", "1.5"
+    )
     folder = sweeps / "pg"
     folder.mkdir()
     point_at_postgres(folder, "pg")
     unreachable = "postgresql://user:secret@127.0.0.1:1/nodb"
     err = one_error_line(capsys, str(folder), "--storage", unreachable)
-    assert "cannot open storage postgresql://user:***@127.0.0.1:1/nodb" in err and "secret" not in err
+    assert (
+        "cannot open storage postgresql://user:***@127.0.0.1:1/nodb" in err and "secret" not in err
+    )
 
 
 def test_empty_study_gives_a_clear_message(tmp_path: Path) -> None:
@@ -432,13 +534,24 @@ def test_postgres_study_summarises_without_leaking(
     name = f"report_{uuid.uuid4().hex[:8]}"
     folder = tmp_path / name
     folder.mkdir()
-    cfg = compose(["sweep=default", f"sweep.storage={url}", f"sweep.study_name={name}", f"sweep.output_dir={tmp_path}"])
+    cfg = compose(
+        [
+            "sweep=default",
+            f"sweep.storage={url}",
+            f"sweep.study_name={name}",
+            f"sweep.output_dir={tmp_path}",
+        ]
+    )
     write_study_pointer(parse_settings(cfg))
     study = optuna.create_study(study_name=name, storage=url, direction="maximize")
     try:
         shutil.copytree(run_folder, folder / "trials" / "0")
         value = json.loads((run_folder / "metrics.json").read_text())["metrics"]["val/acc"]["mean"]
-        study.add_trial(optuna.create_trial(params={"model.hidden": 3, "model.layers": 1}, distributions=SPACE, value=value))
+        study.add_trial(
+            optuna.create_trial(
+                params={"model.hidden": 3, "model.layers": 1}, distributions=SPACE, value=value
+            )
+        )
         study.ask(SPACE)  # a running trial on the shared database
         assert summarize_script.main([str(folder), "--storage", url]) == 0
         out = capsys.readouterr().out
@@ -447,7 +560,12 @@ def test_postgres_study_summarises_without_leaking(
         credentials = url.split("://", 1)[1].rpartition("@")[0]  # "user:password"
         summary = (folder / "summary.md").read_text()
         assert mask_url(url) in out and mask_url(url) in summary
-        for text in [out, summary, (folder / "trials.csv").read_text(), (folder / "study.json").read_text()]:
+        for text in [
+            out,
+            summary,
+            (folder / "trials.csv").read_text(),
+            (folder / "study.json").read_text(),
+        ]:
             assert credentials not in text
     finally:
         optuna.delete_study(study_name=name, storage=url)
@@ -456,7 +574,9 @@ def test_postgres_study_summarises_without_leaking(
 # ---- dashboard -----------------------------------------------------------------------
 
 
-def test_dashboard_without_its_extra_says_how_to_install(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_dashboard_without_its_extra_says_how_to_install(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
     monkeypatch.setitem(sys.modules, "optuna_dashboard", None)  # import fails as if not installed
     assert load_script("dashboard").main([]) == 2
     assert "pip install -e '.[dashboard]'" in capsys.readouterr().err
@@ -466,13 +586,20 @@ def test_dashboard_without_its_extra_says_how_to_install(tmp_path: Path, monkeyp
 def test_dashboard_serves_the_study_on_localhost(real) -> None:
     folder, _ = real
     port = 18000 + uuid.uuid4().int % 2000
-    process = subprocess.Popen([sys.executable, "src/dashboard.py", str(folder), "--port", str(port)],
-                               cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "src/dashboard.py", str(folder), "--port", str(port)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 30
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as response:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/api/studies", timeout=2
+                ) as response:
                     body = json.loads(response.read())
                 break
             except OSError:
@@ -492,10 +619,17 @@ def test_importances_state_why_they_are_missing(tmp_path: Path) -> None:
     study = optuna.create_study(direction="maximize")
     assert "too few complete trials (0" in param_importances(study, objectives).reason
     for hidden, value in ((2, 0.6), (8, 0.8), (32, 0.9), (4, 0.7)):
-        study.add_trial(optuna.create_trial(params={"model.hidden": hidden}, distributions={"model.hidden": SPACE["model.hidden"]},
-                                            value=value))
+        study.add_trial(
+            optuna.create_trial(
+                params={"model.hidden": hidden},
+                distributions={"model.hidden": SPACE["model.hidden"]},
+                value=value,
+            )
+        )
     single = param_importances(study, objectives)
-    assert single.values is None and "only one parameter was searched (model.hidden)" in single.reason
+    assert (
+        single.values is None and "only one parameter was searched (model.hidden)" in single.reason
+    )
 
 
 def test_the_summary_never_imports_the_sweep_launcher() -> None:

@@ -28,7 +28,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SWEEP_SCRIPT = "src/sweep.py"
 
 # Small and fast: 60 epochs, validation (and so pruning reports) every 20.
-FAST = ("trainer.max_epochs=60", "trainer.val_every=20", "logger.image_every=0", "quiet=true", "sweep.workers=1")
+FAST = (
+    "trainer.max_epochs=60",
+    "trainer.val_every=20",
+    "logger.image_every=0",
+    "quiet=true",
+    "sweep.workers=1",
+)
 
 
 def sweep_overrides(out: Path, *extra: str) -> list[str]:
@@ -45,7 +51,11 @@ def run_sweep_in_process(out: Path, *extra: str) -> tuple[int, optuna.Study]:
 
 def run_sweep_script(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, SWEEP_SCRIPT, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
+        [sys.executable, SWEEP_SCRIPT, *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -135,7 +145,9 @@ def test_aggressive_pruner_prunes_and_records_the_epoch(tmp_path: Path) -> None:
         assert list(trial.intermediate_values) == [19]  # reported at epoch index 19
         metrics = json.loads((Path(trial.user_attrs["run_dir"]) / "metrics.json").read_text())
         assert metrics["status"] == "pruned"
-        assert hparams_entries(Path(trial.user_attrs["run_dir"])), "pruned trials belong in the HParams tab too"
+        assert hparams_entries(Path(trial.user_attrs["run_dir"])), (
+            "pruned trials belong in the HParams tab too"
+        )
 
 
 def hparams_entries(run_dir: Path) -> dict[str, bytes]:
@@ -152,8 +164,13 @@ def hparams_entries(run_dir: Path) -> dict[str, bytes]:
 def test_failing_trials_do_not_stop_the_sweep(tmp_path: Path) -> None:
     # hidden=0 is rejected by the training config: those trials FAIL with the reason kept.
     code, study = run_sweep_in_process(
-        tmp_path, "sweep.n_trials=4", "sweep/sampler=random", "sweep/pruner=none",
-        "~sweep.space.model.hidden", "+sweep.space.model.hidden={type:categorical,choices:[0,2]}", "seed=3",
+        tmp_path,
+        "sweep.n_trials=4",
+        "sweep/sampler=random",
+        "sweep/pruner=none",
+        "~sweep.space.model.hidden",
+        "+sweep.space.model.hidden={type:categorical,choices:[0,2]}",
+        "seed=3",
     )
     states = [t.state for t in study.get_trials()]
     assert len(states) == 4 and TrialState.FAIL in states and TrialState.COMPLETE in states
@@ -176,7 +193,9 @@ def test_a_repeated_configuration_reuses_its_twin_instead_of_training(tmp_path: 
         assert trial.user_attrs["duplicate_of"] == first.number
         assert trial.values == first.values
         assert trial.user_attrs["run_dir"] == first.user_attrs["run_dir"]
-    assert sorted(p.name for p in (tmp_path / "mlp_arch" / "trials").iterdir()) == [str(first.number)]
+    assert sorted(p.name for p in (tmp_path / "mlp_arch" / "trials").iterdir()) == [
+        str(first.number)
+    ]
 
 
 def test_a_changed_training_setting_is_not_a_twin(tmp_path: Path) -> None:
@@ -189,7 +208,11 @@ def test_a_changed_training_setting_is_not_a_twin(tmp_path: Path) -> None:
         trial_overrides,
     )
 
-    space = ("~sweep.space.model", "+sweep.space.model.hidden={type:categorical,choices:[3]}", "sweep/pruner=none")
+    space = (
+        "~sweep.space.model",
+        "+sweep.space.model.hidden={type:categorical,choices:[3]}",
+        "sweep/pruner=none",
+    )
     _, study = run_sweep_in_process(tmp_path, "sweep.n_trials=1", *space)
     base = training_overrides([*sweep_overrides(tmp_path), *space])
     same = compose(trial_overrides(base, {"model.hidden": 3}))
@@ -200,11 +223,17 @@ def test_a_changed_training_setting_is_not_a_twin(tmp_path: Path) -> None:
 
 def test_pareto_sweep_lists_the_front(tmp_path: Path) -> None:
     result = run_sweep_script(
-        "sweep=pareto", *FAST, f"sweep.output_dir={tmp_path}", "sweep.n_trials=3", "trainer.max_epochs=40"
+        "sweep=pareto",
+        *FAST,
+        f"sweep.output_dir={tmp_path}",
+        "sweep.n_trials=3",
+        "trainer.max_epochs=40",
     )
     assert result.returncode == 0, result.stderr
     assert "Pareto front:" in result.stdout
-    study = optuna.load_study(study_name="mlp_pareto", storage=f"sqlite:///{tmp_path / 'mlp_pareto' / 'study.db'}")
+    study = optuna.load_study(
+        study_name="mlp_pareto", storage=f"sqlite:///{tmp_path / 'mlp_pareto' / 'study.db'}"
+    )
     assert len(study.directions) == 2
     for trial in study.best_trials:
         assert f"trial {trial.number}:" in result.stdout
@@ -226,9 +255,12 @@ def assert_exact_budget(study: optuna.Study, n_trials: int) -> None:
 def test_two_workers_on_sqlite_give_exactly_n_trials(tmp_path: Path) -> None:
     result = run_sweep_script(*sweep_overrides(tmp_path, "sweep.n_trials=5", "sweep.workers=2"))
     assert result.returncode == 0, result.stderr
-    study = optuna.load_study(study_name="mlp_arch", storage=f"sqlite:///{tmp_path / 'mlp_arch' / 'study.db'}")
+    study = optuna.load_study(
+        study_name="mlp_arch", storage=f"sqlite:///{tmp_path / 'mlp_arch' / 'study.db'}"
+    )
     assert_exact_budget(study, 5)
-    trained = [t for t in study.get_trials() if "duplicate_of" not in t.user_attrs]  # repeats reuse a twin's folder
+    # Repeats reuse a twin's folder.
+    trained = [t for t in study.get_trials() if "duplicate_of" not in t.user_attrs]
     assert len({t.user_attrs["run_dir"] for t in trained}) == len(trained) >= 1
 
 
@@ -236,11 +268,14 @@ def test_two_workers_on_sqlite_give_exactly_n_trials(tmp_path: Path) -> None:
 @pytest.mark.postgres
 def test_two_workers_on_postgresql_give_exactly_n_trials(tmp_path: Path, postgres_url: str) -> None:
     result = run_sweep_script(
-        *sweep_overrides(tmp_path, "sweep.n_trials=4", "sweep.workers=2", f"sweep.storage={postgres_url}")
+        *sweep_overrides(
+            tmp_path, "sweep.n_trials=4", "sweep.workers=2", f"sweep.storage={postgres_url}"
+        )
     )
     assert result.returncode == 0, result.stderr
     password = urlsplit(postgres_url).password
-    assert f":{password}@" not in result.stdout + result.stderr and ":***@" in result.stdout  # masked
+    # The password never shows; the masked URL does.
+    assert f":{password}@" not in result.stdout + result.stderr and ":***@" in result.stdout
     study = optuna.load_study(study_name="mlp_arch", storage=postgres_url)
     assert_exact_budget(study, 4)
 

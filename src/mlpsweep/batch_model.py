@@ -73,7 +73,9 @@ def pad_to(tensor: torch.Tensor, dims: tuple[int, ...], width: int) -> torch.Ten
     return padded
 
 
-def narrow(tensor: torch.Tensor, rows: torch.Tensor, dims: tuple[int, ...], width: int) -> torch.Tensor:
+def narrow(
+    tensor: torch.Tensor, rows: torch.Tensor, dims: tuple[int, ...], width: int
+) -> torch.Tensor:
     """The members `rows` of `tensor`, cut to `width` along `dims` (a fresh, contiguous copy)."""
     kept = tensor.index_select(0, rows)
     for dim in dims:
@@ -105,9 +107,15 @@ class DepthGroup(nn.Module):
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for layer in range(depth + 1):
-            for target, source, is_weight in ((self.weights, "weights", True), (self.biases, "biases", False)):
+            for target, source, is_weight in (
+                (self.weights, "weights", True),
+                (self.biases, "biases", False),
+            ):
                 dims = width_dims(layer, depth, is_weight)
-                drawn = [pad_to(getattr(mlp, source)[layer].detach(), dims, self.width) for _, _, mlp in trials]
+                drawn = [
+                    pad_to(getattr(mlp, source)[layer].detach(), dims, self.width)
+                    for _, _, mlp in trials
+                ]
                 target.append(nn.Parameter(torch.cat(drawn)))
         self.register_buffer("mask", self.unit_mask(), persistent=False)
 
@@ -144,7 +152,10 @@ class DepthGroup(nn.Module):
         rows, hidden = self.rows(trial_id), self.hidden[self.trial_ids.index(trial_id)]
         state = {}
         for layer in range(self.depth + 1):
-            for name, params, is_weight in (("weights", self.weights, True), ("biases", self.biases, False)):
+            for name, params, is_weight in (
+                ("weights", self.weights, True),
+                ("biases", self.biases, False),
+            ):
                 tensor = params[layer].detach()[rows]
                 for dim in width_dims(layer, self.depth, is_weight):
                     tensor = tensor.narrow(dim, 0, hidden)
@@ -171,7 +182,11 @@ class DepthGroup(nn.Module):
         return True
 
     def narrowed(
-        self, params: nn.ParameterList, weights: bool, rows: torch.Tensor, optimizer_state: dict[nn.Parameter, dict]
+        self,
+        params: nn.ParameterList,
+        weights: bool,
+        rows: torch.Tensor,
+        optimizer_state: dict[nn.Parameter, dict],
     ) -> nn.ParameterList:
         """`params` cut to `rows` and the current width; their Adam state moves with them."""
         kept = nn.ParameterList()
@@ -181,7 +196,11 @@ class DepthGroup(nn.Module):
             state = optimizer_state.pop(param, None)
             if state is not None:  # `step` is shared: every trial of a batch started together
                 optimizer_state[kept[-1]] = {
-                    key: narrow(value, rows, dims, self.width) if key in ("exp_avg", "exp_avg_sq") else value
+                    key: (
+                        narrow(value, rows, dims, self.width)
+                        if key in ("exp_avg", "exp_avg_sq")
+                        else value
+                    )
                     for key, value in state.items()
                 }
         return kept
@@ -197,7 +216,9 @@ class BatchedMLP(nn.Module):
             raise ValueError("a batch needs at least one trial")
         self.specs = list(trials)
         self.lr, self.fused_adam = lr, fused_adam
-        drawn = [(trial_id, spec, initial_members(spec)) for trial_id, spec in enumerate(self.specs)]
+        drawn = [
+            (trial_id, spec, initial_members(spec)) for trial_id, spec in enumerate(self.specs)
+        ]
         self.groups = nn.ModuleList(
             DepthGroup(depth, [t for t in drawn if t[1].layers == depth])
             for depth in sorted({spec.layers for spec in self.specs})
@@ -286,7 +307,8 @@ class BatchedMLP(nn.Module):
                 self.optimizer.zero_grad(set_to_none=True)
                 prob = self(x)
                 try:
-                    sums = F.binary_cross_entropy(prob, y.expand_as(prob), reduction="none").sum(dim=(1, 2))
+                    losses = F.binary_cross_entropy(prob, y.expand_as(prob), reduction="none")
+                    sums = losses.sum(dim=(1, 2))
                 except RuntimeError:
                     leaving = self.non_finite_trials(prob)
                     if not leaving:
@@ -327,7 +349,9 @@ class BatchedMLP(nn.Module):
         points, computed as `MLP.member_losses` and `MLP.member_accuracy` do."""
         val_prob, train_prob = self(val_x), self(train_x)
         return {
-            "val/loss": F.binary_cross_entropy(val_prob, val_y.expand_as(val_prob), reduction="none").mean(dim=(1, 2)),
+            "val/loss": F.binary_cross_entropy(
+                val_prob, val_y.expand_as(val_prob), reduction="none"
+            ).mean(dim=(1, 2)),
             "val/acc": accuracy(val_prob, val_y),
             "train/acc": accuracy(train_prob, train_y),
         }

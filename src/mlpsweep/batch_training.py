@@ -51,8 +51,10 @@ from mlpsweep.training import (
 ValidationHook = Callable[[int, int, dict[str, list[float]]], "str | None"]
 ExitHook = Callable[[int, RunResult], None]
 
-BATCHED_KEYS = ("model.hidden", "model.layers")  # the only keys in which a batch's trials may differ
-EXIT_STATUS = {"fit": "completed", "pruned": "pruned"}  # what an on_validation reason ends a trial as
+# The only keys in which a batch's trials may differ.
+BATCHED_KEYS = ("model.hidden", "model.layers")
+# What an on_validation reason ends a trial as.
+EXIT_STATUS = {"fit": "completed", "pruned": "pruned"}
 
 
 def fit_rate(member_metrics: dict[str, list[float]], threshold: float) -> float:
@@ -77,7 +79,8 @@ def check_batchable(cfgs: Sequence[DictConfig]) -> None:
         for key in [*first, *(k for k in other if k not in first)]:
             if key not in BATCHED_KEYS and first.get(key) != other.get(key):
                 raise ValueError(
-                    f"trial {index} differs from trial 0 in {key} ({other.get(key)!r} vs {first.get(key)!r}); "
+                    f"trial {index} differs from trial 0 in {key} "
+                    f"({other.get(key)!r} vs {first.get(key)!r}); "
                     f"the trials of a batch may differ only in {', '.join(BATCHED_KEYS)}"
                 )
 
@@ -106,7 +109,9 @@ def validation_scalars(
         if key != "train/loss":
             scalars[key] = summary.mean
         if len(values) > 1:
-            scalars.update({f"{key}_min": summary.min, f"{key}_max": summary.max, f"{key}_std": summary.std})
+            scalars.update(
+                {f"{key}_min": summary.min, f"{key}_max": summary.max, f"{key}_std": summary.std}
+            )
     return scalars
 
 
@@ -117,7 +122,8 @@ def save_checkpoint(record: MLP, path: Path) -> None:
     torch.save(
         {
             "epoch": record.epochs_trained,
-            "global_step": 0,  # Lightning's count of steps it drove: 0 in a single run too (raw optimizer)
+            # Lightning's count of steps it drove: 0 in a single run too (raw optimizer).
+            "global_step": 0,
             "pytorch-lightning_version": pl.__version__,
             "state_dict": record.state_dict(),
             "hparams_name": "kwargs",
@@ -200,7 +206,8 @@ class BatchTrainer:
         )
         self.losses = torch.full((cfg.trainer.max_epochs, self.trials[-1].columns.stop), math.nan)
         for trial in self.trials:
-            trial.record.epoch_losses = self.losses[:, trial.columns]  # a view: one write per epoch serves all
+            # A view: one write per epoch serves all trials.
+            trial.record.epoch_losses = self.losses[:, trial.columns]
         self.started = time.perf_counter()
         self.epochs_done = 0
 
@@ -209,7 +216,9 @@ class BatchTrainer:
         `first` is its first member's column in the loss buffer."""
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
         _, record = build(cfg)
-        logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="", default_hp_metric=False)
+        logger = TensorBoardLogger(
+            save_dir=str(run_dir), name="", version="", default_hp_metric=False
+        )
         return TrialRun(
             index=index,
             cfg=cfg,
@@ -218,7 +227,9 @@ class BatchTrainer:
             columns=slice(first, first + cfg.model.ensemble),
             holder=LoggerHolder(logger),
             loss_curve=LossCurveLogger(cfg.logger.flush_every),
-            pictures=FitPictureLogger(self.datamodule, cfg.logger.image_every, architecture_label(cfg)),
+            pictures=FitPictureLogger(
+                self.datamodule, cfg.logger.image_every, architecture_label(cfg)
+            ),
             hparams=HParamsLogger(hparams_of(cfg)),
         )
 
@@ -231,7 +242,9 @@ class BatchTrainer:
         trainer = self.cfg.trainer
         loader = self.datamodule.train_dataloader()
         progress = BatchProgress(
-            len(self.trials), trainer.max_epochs, enabled=not self.cfg.quiet and stderr_is_terminal()
+            len(self.trials),
+            trainer.max_epochs,
+            enabled=not self.cfg.quiet and stderr_is_terminal(),
         )
         try:
             for epoch in range(1, trainer.max_epochs + 1):
@@ -285,7 +298,10 @@ class BatchTrainer:
         """Every trial's metrics and scalars first; then each trial's hook, and its exit at once
         (so a trial is told before the next one's hook runs, even if that one raises)."""
         data = self.datamodule
-        metrics = {k: v.tolist() for k, v in self.batch.member_metrics(data.val_x, data.val_y, data.x, data.y).items()}
+        metrics = {
+            k: v.tolist()
+            for k, v in self.batch.member_metrics(data.val_x, data.val_y, data.x, data.y).items()
+        }
         last_losses = self.losses[epoch - 1].tolist()
         validated = self.active()
         for trial in validated:
@@ -300,14 +316,18 @@ class BatchTrainer:
             reason = self.exit_reason(trial, epoch)
             if reason is not None:
                 status = EXIT_STATUS[reason]
-                self.leave([(trial, status, None if status == "completed" else f"{reason} at epoch {epoch}")])
+                message = None if status == "completed" else f"{reason} at epoch {epoch}"
+                self.leave([(trial, status, message)])
 
     def exit_reason(self, trial: TrialRun, epoch: int) -> str | None:
         """The hook's verdict first (as a single run's pruning callback comes first), then fit."""
         metrics = trial.record.member_metrics
         reason = self.on_validation(trial.index, epoch, metrics) if self.on_validation else None
         if reason is not None and reason not in EXIT_STATUS:
-            raise ValueError(f"on_validation returned {reason!r}; expected None or one of {', '.join(EXIT_STATUS)}")
+            raise ValueError(
+                f"on_validation returned {reason!r}; "
+                f"expected None or one of {', '.join(EXIT_STATUS)}"
+            )
         threshold = self.cfg.trainer.stop_at_val_acc
         if reason is None and threshold is not None and fits(metrics, threshold):
             reason = "fit"
@@ -317,7 +337,11 @@ class BatchTrainer:
         """Every flush_every epochs the loss curves, every image_every the fit pictures."""
         cfg = self.cfg
         flush = epoch % cfg.logger.flush_every == 0
-        picture = cfg.logger.image_every and epoch % cfg.logger.image_every == 0 and epoch != cfg.trainer.max_epochs
+        picture = (
+            cfg.logger.image_every
+            and epoch % cfg.logger.image_every == 0
+            and epoch != cfg.trainer.max_epochs
+        )
         if not (flush or picture):
             return
         failed = []
@@ -371,8 +395,14 @@ class BatchTrainer:
         """fit.png, loss.png and the checkpoint of a completed trial (`training.finish`'s part)."""
         if trial.cfg.logger.pictures and final_fit is not None:
             save_png(final_fit, result.run_dir / "fit.png")
-            epochs, val_losses = zip(*trial.record.val_history, strict=True) if trial.record.val_history else ((), ())
-            figure = loss_figure(trial.record.epoch_losses[: result.epochs].numpy(), list(epochs), list(val_losses))
+            epochs, val_losses = (
+                zip(*trial.record.val_history, strict=True)
+                if trial.record.val_history
+                else ((), ())
+            )
+            figure = loss_figure(
+                trial.record.epoch_losses[: result.epochs].numpy(), list(epochs), list(val_losses)
+            )
             save_png(figure, result.run_dir / "loss.png")
         if trial.cfg.trainer.checkpoint:
             save_checkpoint(trial.record, result.run_dir / "checkpoints" / "last.ckpt")

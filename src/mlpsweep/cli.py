@@ -29,7 +29,9 @@ def config_or_exit(argv: Sequence[str], usage: str, config_name: str = "train") 
     overrides = [a for a in args if a not in ("-h", "--help", "--cfg")]
     unknown_flags = [a for a in overrides if a.startswith("-")]
     if unknown_flags:
-        sys.exit(fail(f"unknown option {unknown_flags[0]!r}: use key=value overrides, --cfg or --help"))
+        sys.exit(
+            fail(f"unknown option {unknown_flags[0]!r}: use key=value overrides, --cfg or --help")
+        )
     try:
         cfg = compose(overrides, config_name)
     except ConfigError as error:

@@ -181,7 +181,9 @@ def describe_hydra_error(error: BaseException, overrides: Sequence[str] = ()) ->
     cause = error.__cause__
     full_key = getattr(cause, "full_key", None)
     if full_key and not isinstance(cause, (ConfigKeyError, ConfigAttributeError)):  # a wrong type
-        given = next((o for o in overrides if o.lstrip("+~").split("=", 1)[0] == full_key), full_key)
+        given = next(
+            (o for o in overrides if o.lstrip("+~").split("=", 1)[0] == full_key), full_key
+        )
         return f"{given}: {str(cause).splitlines()[0]}"
     if full_key:
         parent = getattr(cause, "parent_node", None)
@@ -193,7 +195,9 @@ def describe_hydra_error(error: BaseException, overrides: Sequence[str] = ()) ->
             line.strip() for line in rest if line.startswith("\t") and "provider=" not in line
         ]
         missing = first.split(": ", 1)[-1]
-        return plugin_hint(missing, options) or f"{missing}; available: {', '.join(options) or 'none'}"
+        return (
+            plugin_hint(missing, options) or f"{missing}; available: {', '.join(options) or 'none'}"
+        )
     if "Error parsing override" in first and rest:
         return f"{first}: {rest[0]} (write key=value)"
     return first

@@ -49,6 +49,7 @@ def open_rdb(url: str, **options: Any) -> Any:
 
     try:
         return RDBStorage(url, engine_kwargs=engine_kwargs(url), **options)
-    except Exception as error:  # SQLAlchemy/driver errors: bad URL, no server, no driver, bad password
+    # SQLAlchemy/driver errors: bad URL, no server, no driver, bad password.
+    except Exception as error:
         lines = str(error).strip().splitlines()
         raise StorageError(scrub(lines[0] if lines else type(error).__name__)) from error

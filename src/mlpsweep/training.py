@@ -207,7 +207,9 @@ class CheckpointOnInterrupt(pl.Callback):
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
         if isinstance(exception, KeyboardInterrupt):
             trainer.save_checkpoint(self.path)
 
