@@ -132,14 +132,14 @@ class DepthGroup(nn.Module):
     def size(self) -> int:
         return sum(self.members)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """x (N, 1) -> (M, N, 1), as `model.propagate` plus the mask after each hidden layer."""
-        h = x.expand(self.size, -1, -1)
+        activations = inputs.expand(self.size, -1, -1)
         for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
-            h = torch.sigmoid(torch.baddbmm(bias, h, weight))
+            activations = torch.sigmoid(torch.baddbmm(bias, activations, weight))
             if layer < self.depth:
-                h = h * self.mask
-        return h
+                activations = activations * self.mask
+        return activations
 
     def rows(self, trial_id: int) -> slice:
         """The trial's members within this group."""
@@ -272,9 +272,9 @@ class BatchedMLP(nn.Module):
 
     # ---- computing ---------------------------------------------------------------------
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """x (N, 1), already standardised -> probabilities (M, N, 1) in batch order."""
-        outputs = [group(x) for group in self.groups]
+        outputs = [group(inputs) for group in self.groups]
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
     def new_optimizer(self, carried: dict[nn.Parameter, dict]) -> torch.optim.Adam:
@@ -299,16 +299,17 @@ class BatchedMLP(nn.Module):
         and the minibatch is run again for the others (no weight moved before the loss).
         """
         total, points, diverged = torch.zeros(self.members), 0, []
-        for x, y in minibatches:
+        for inputs, labels in minibatches:
             if self.optimizer is None:  # every trial has left
                 break
             sums = None
             while sums is None and self.optimizer is not None:
                 self.optimizer.zero_grad(set_to_none=True)
-                prob = self(x)
+                prob = self(inputs)
                 try:
-                    losses = F.binary_cross_entropy(prob, y.expand_as(prob), reduction="none")
-                    sums = losses.sum(dim=(1, 2))
+                    targets = labels.expand_as(prob)
+                    point_losses = F.binary_cross_entropy(prob, targets, reduction="none")
+                    sums = point_losses.sum(dim=(1, 2))
                 except RuntimeError:
                     leaving = self.non_finite_trials(prob)
                     if not leaving:
@@ -318,7 +319,7 @@ class BatchedMLP(nn.Module):
                     diverged += leaving
             if sums is None or self.optimizer is None:  # every trial diverged
                 break
-            sums.backward(self.gradient(x.shape[0]))
+            sums.backward(self.gradient(inputs.shape[0]))
             try:  # free unless it raises: no call in the hot loop
                 self.optimizer.step()
             except RuntimeError as error:
@@ -326,7 +327,7 @@ class BatchedMLP(nn.Module):
                     raise
                 raise StepOverflow(str(error)) from error
             total += sums.detach()
-            points += x.shape[0]
+            points += inputs.shape[0]
         return EpochLosses(total / max(points, 1), tuple(diverged))
 
     def non_finite_trials(self, prob: torch.Tensor) -> list[int]:
@@ -374,7 +375,7 @@ class BatchedMLP(nn.Module):
         self.member_ids = self.current_member_ids()
 
 
-def accuracy(prob: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def accuracy(prob: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Each member's accuracy at threshold 0.5, as `MLP.member_accuracy`: shape (M,)."""
-    hits = (prob > 0.5).to(y.dtype) == y.expand(prob.shape[0], -1, -1)
+    hits = (prob > 0.5).to(labels.dtype) == labels.expand(prob.shape[0], -1, -1)
     return hits.to(torch.float32).mean(dim=(1, 2))

@@ -85,11 +85,11 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     from hydra._internal.utils import get_args_parser
 
     args = list(argv)
-    for i, arg in enumerate(args):
+    for index, arg in enumerate(args):
         if arg in ("--cfg", "-c") and (
-            i + 1 == len(args) or args[i + 1] not in ("job", "hydra", "all")
+            index + 1 == len(args) or args[index + 1] not in ("job", "hydra", "all")
         ):
-            args.insert(i + 1, "job")
+            args.insert(index + 1, "job")
             break
     parser = get_args_parser()
 
