@@ -43,6 +43,7 @@ from mlpsweep.training import (
     build,
     hparams_of,
     quiet_lightning,
+    run_logger,
     run_result,
     status_of,
     write_metrics,
@@ -216,9 +217,7 @@ class BatchTrainer:
         `first` is its first member's column in the loss buffer."""
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
         _, record = build(cfg)
-        logger = TensorBoardLogger(
-            save_dir=str(run_dir), name="", version="", default_hp_metric=False
-        )
+        logger = run_logger(run_dir)
         return TrialRun(
             index=index,
             cfg=cfg,

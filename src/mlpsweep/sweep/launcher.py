@@ -54,6 +54,7 @@ class SweepProgress:
         from tqdm import tqdm
 
         self.settings = settings
+        self.enabled = enabled
         self.lines = enabled and not stderr_is_terminal()
         self.printed = ""
         self.description = f"sweep {settings.study_name}"
@@ -67,6 +68,8 @@ class SweepProgress:
         )
 
     def refresh(self, study: optuna.Study) -> None:
+        if not self.enabled:  # quiet: not even the storage read (the launcher polls each second)
+            return
         trials = study.get_trials(deepcopy=False)  # one read of the storage per refresh
         counts = state_counts(trials)
         finished = counts["complete"] + counts["pruned"] + counts["failed"]
