@@ -69,3 +69,15 @@ def test_batch_of_eight_gives_every_trial_what_one_at_a_time_gives(tmp_path, mon
     for architecture, weights in alone_init.items():
         for key, tensor in weights.items():
             assert torch.equal(tensor, batched_init[architecture][key]), f"{architecture} {key}"
+
+
+def test_a_worker_asks_only_its_share_so_the_last_batches_keep_every_worker_busy() -> None:
+    from mlpsweep.sweep.worker import fair_share
+
+    def share(n_trials: int, workers: int) -> int:
+        cfg = compose(["sweep=grid", f"sweep.n_trials={n_trials}", f"sweep.workers={workers}"])
+        return min(parse_settings(cfg).batch, fair_share(parse_settings(cfg), []))
+
+    assert share(256, 2) == 16, "a long grid: full batches"
+    assert share(16, 2) == 8, "16 cells, 2 workers: 8 each, not 16 for one and none for the other"
+    assert share(3, 2) == 2 and share(1, 2) == 1

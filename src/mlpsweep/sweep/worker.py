@@ -49,11 +49,18 @@ def next_batch(
         requeue_dead_local(study, storage)
         trials = study.get_trials(deepcopy=False)
         queued = sum(1 for trial in trials if trial.state == TrialState.WAITING)
-        wanted = min(settings.batch, max(queued, settings.n_trials - budget_used(trials)))
+        wanted = min(settings.batch, max(queued, fair_share(settings, trials)))
         batch = [study.ask() for _ in range(wanted)]
         for trial in batch:
             mark_owner(trial)
         return batch
+
+
+def fair_share(settings: SweepSettings, trials: Sequence[optuna.trial.FrozenTrial]) -> int:
+    """This worker's share of the trials still to ask: the rest split over this launcher's
+    workers, so the last batches keep every worker busy instead of one taking them all."""
+    remaining = settings.n_trials - budget_used(trials)
+    return max(0, -(-remaining // settings.workers))
 
 
 class TrialHeartbeats:
