@@ -121,7 +121,8 @@ def interleaved(variants: dict[str, list[str]], repeats: int, tmp: Path, name: s
     order = list(variants)
     for repeat in range(repeats):
         for label in order[repeat % len(order):] + order[: repeat % len(order)]:
-            out = tmp / f"{name}-{label}-{repeat}".replace(" ", "_").replace("=", "")
+            safe = "".join(char if char.isalnum() else "_" for char in label)  # a Hydra value
+            out = tmp / f"{name}-{safe}-{repeat}"
             wall, load, rss = run_sweep(out, *variants[label])
             timings[label].walls.append(wall)
             timings[label].loads.append(load)
@@ -159,7 +160,9 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="grid32,sample,full,tpe")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each grid32 variant")
+    parser.add_argument("--long-repeats", type=int, default=1,
+                        help="runs of each sample and tpe variant (minutes each)")
     args = parser.parse_args(argv)
     parts = set(args.only.split(","))
     lines: list[str] = []
@@ -179,7 +182,7 @@ def main(argv: list[str]) -> int:
             timings = interleaved({
                 "sweep.batch=1": [*SAMPLE, "sweep.batch=1"],
                 "grid default batch": [*SAMPLE],
-            }, args.repeats, tmp, "sample")
+            }, args.long_repeats, tmp, "sample")
             unbatched = timings["sweep.batch=1"].median * 256 / 16
             lines += ["### Sample of the full grid: 16 of 256 cells, 2 workers", "",
                       *section_rows(timings, "sweep.batch=1"), "",
@@ -205,7 +208,7 @@ def main(argv: list[str]) -> int:
             timings = interleaved({
                 "sweep.batch=1": ["sweep.batch=1"],
                 "default batch": [],
-            }, 1, tmp, "tpe")
+            }, args.long_repeats, tmp, "tpe")
             lines += ["### Default TPE sweep (`make sweep`, 40 trials), 2 workers", "",
                       *section_rows(timings, "sweep.batch=1"), "",
                       f"Studies: {json.dumps({k: t.study for k, t in timings.items()})}", ""]
@@ -224,7 +227,8 @@ def header(args: argparse.Namespace) -> list[str]:
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} cores; "
         f"torch {torch.__version__}; peak {peak_gflops():.0f} GFLOP/s (2 cores x "
         f"{FLOP_PER_CYCLE} fp32 flop/cycle x the clock in /proc/cpuinfo)",
-        f"- command: `python benchmarks/batch_bench.py --only {args.only} --repeats {args.repeats}`"
+        f"- command: `python benchmarks/batch_bench.py --only {args.only} --repeats {args.repeats} "
+        f"--long-repeats {args.long_repeats}`"
         " (part of `make bench`); each figure is a whole `src/sweep.py` command, start-up included",
         "",
     ]
