@@ -145,8 +145,10 @@ def test_a_run_logging_to_a_file_writes_no_bar_and_its_closing_line_once(tmp_pat
 
 def make_command(*args: str) -> str:
     """The command `make` would run for `args` (dry run), its last line."""
-    done = subprocess.run(["make", "-n", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=60, check=True)
+    # --no-print-directory: under `make test` this make is nested and would end on its
+    # "make[1]: Leaving directory" line
+    done = subprocess.run(["make", "--no-print-directory", "-n", *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=60, check=True)
     return done.stdout.strip().splitlines()[-1]
 
 
