@@ -44,6 +44,17 @@ def run_train_script(*args: str, timeout: float = 300) -> subprocess.CompletedPr
     )
 
 
+def assert_one_error_line(process: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    """Exit 2, no traceback, nothing on stdout, one `error:` line holding every fragment."""
+    assert process.returncode == 2, process.stderr
+    assert "Traceback" not in process.stderr and process.stdout == ""
+    lines = process.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), process.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} missing from {lines[0]!r}"
+    return lines[0]
+
+
 @pytest.fixture
 def run_train() -> Callable[..., subprocess.CompletedProcess[str]]:
     return run_train_script

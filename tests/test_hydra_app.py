@@ -12,21 +12,11 @@ import pytest
 import torch
 import yaml
 
-from conftest import run_dirs
+from conftest import assert_one_error_line, run_dirs
 from mlpsweep import hydra_app
 
 TINY = ("trainer.max_epochs=10", "trainer.val_every=5", "logger.image_every=0", "quiet=true")
 
-
-def assert_one_error_line(process, *fragments: str) -> str:
-    """Exit 2, no traceback, nothing on stdout, one `error:` line holding every fragment."""
-    assert process.returncode == 2, process.stderr
-    assert "Traceback" not in process.stderr and process.stdout == ""
-    lines = process.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), process.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} missing from {lines[0]!r}"
-    return lines[0]
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:

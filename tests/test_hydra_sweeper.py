@@ -18,7 +18,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from conftest import REPO_ROOT, TRAIN_SCRIPT
+from conftest import REPO_ROOT, TRAIN_SCRIPT, assert_one_error_line
 
 SWEEP_SCRIPT = REPO_ROOT / "src" / "sweep.py"
 TINY = (
@@ -53,14 +53,6 @@ def load_study(study_dir: Path) -> optuna.Study:
 def trial_record(study: optuna.Study) -> list[tuple[int, dict, TrialState, float | None]]:
     return [(t.number, t.params, t.state, t.value) for t in study.get_trials()]
 
-
-def assert_one_error_line(process: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    assert process.returncode == 2, process.stderr
-    assert "Traceback" not in process.stderr and process.stdout == ""
-    lines = process.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), process.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} missing from {lines[0]!r}"
 
 
 @pytest.fixture(scope="module")
