@@ -47,8 +47,10 @@ map: $(STAMP)
 summary: $(STAMP)
 	$(PY) src/summarize.py $(STUDY) $(ARGS)
 
+# A run's loss curve has an events file of its own beside the logger's; --reload_multifile
+# keeps both live where TensorBoard falls back to its legacy loader (that follows the newest).
 tensorboard: $(STAMP)
-	$(VENV)/bin/tensorboard --logdir outputs --host 127.0.0.1 --port $(or $(PORT),6006)
+	$(VENV)/bin/tensorboard --logdir outputs --host 127.0.0.1 --port $(or $(PORT),6006) --reload_multifile=true
 
 dashboard: $(STAMP)
 	$(PY) src/dashboard.py $(STUDY) $(if $(PORT),--port $(PORT))

@@ -205,6 +205,8 @@ def test_nan_weights_raise_non_finite_loss_error_in_training_step():
 def test_finished_epoch_losses_reports_the_first_bad_epoch():
     model = mlp(hidden=2, ensemble=2)
     model.epoch_losses = torch.tensor([[0.7, 0.6], [0.5, float("inf")], [0.4, 0.3]])
-    assert torch.allclose(model.finished_epoch_losses(1), torch.tensor([0.65]))
-    with pytest.raises(NonFiniteLossError, match="epoch 1"):
-        model.finished_epoch_losses(3)
+    assert torch.allclose(model.finished_epoch_losses(0, 1), torch.tensor([0.65]))
+    assert torch.allclose(model.finished_epoch_losses(2, 3), torch.tensor([0.35]))
+    for chunk_start in (0, 1):  # the epoch is counted from the run's start, not the chunk's
+        with pytest.raises(NonFiniteLossError, match="epoch 1"):
+            model.finished_epoch_losses(chunk_start, 3)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mlpsweep.data import Minibatches
-from mlpsweep.model import MLP
+from mlpsweep.model import MLP, affine
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ class DepthGroup(nn.Module):
         """x (N, 1) -> (M, N, 1), as `model.propagate` plus the mask after each hidden layer."""
         activations = inputs.expand(self.size, -1, -1)
         for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
-            activations = torch.sigmoid(torch.baddbmm(bias, activations, weight))
+            activations = torch.sigmoid(affine(activations, weight, bias))
             if layer < self.depth:
                 activations = activations * self.mask
         return activations

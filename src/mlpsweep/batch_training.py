@@ -379,6 +379,8 @@ class BatchTrainer:
         except NonFiniteLossError as failure:
             if result.status == "completed":
                 result.status, result.error = "failed", str(failure)
+        finally:
+            trial.loss_curve.close()
         completed = result.status == "completed"
         final_fit = trial.pictures.log_picture(holder, record, result.epochs) if completed else None
         trial.hparams.write(holder, record)
