@@ -221,6 +221,39 @@ def test_a_changed_training_setting_is_not_a_twin(tmp_path: Path) -> None:
     assert completed_twin(study, config_fingerprint(changed)) is None
 
 
+@pytest.mark.parametrize(
+    ("base", "params"),
+    [
+        ((), {"model.hidden": 7, "model.layers": 2}),
+        (("experiment=two_layer", "trainer.max_epochs=50"), {"model.lr": 0.003}),
+        (("model.hidden=5",), {"model.hidden": 9, "data.shuffle": True, "data.batch_size": 16}),
+        (("sweep=grid",), {"trainer.fit_val_acc": 0.95}),  # an interpolated key's source
+    ],
+)
+def test_a_trials_config_is_what_hydra_composes_from_its_overrides(base, params) -> None:
+    from omegaconf import OmegaConf
+
+    from mlpsweep.sweep.trial_config import trial_config, trial_overrides
+
+    fast = trial_config(list(base), params)
+    composed = compose(trial_overrides(list(base), params))
+    assert OmegaConf.to_yaml(fast, resolve=True) == OmegaConf.to_yaml(composed, resolve=True)
+    assert OmegaConf.to_yaml(fast) == OmegaConf.to_yaml(composed), "interpolations kept"
+
+
+@pytest.mark.parametrize(
+    "params", [{"model.hidden": 0}, {"model.hiden": 3}, {"model": 3}, {"model.lr": "fast"}]
+)
+def test_a_trials_bad_value_fails_with_hydras_own_message(params) -> None:
+    from mlpsweep.sweep.trial_config import trial_config, trial_overrides
+
+    with pytest.raises(ConfigError) as fast:
+        trial_config([], params)
+    with pytest.raises(ConfigError) as composed:
+        compose(trial_overrides([], params))
+    assert str(fast.value) == str(composed.value)
+
+
 def test_pareto_sweep_lists_the_front(tmp_path: Path) -> None:
     result = run_sweep_script(
         "sweep=pareto",

@@ -163,6 +163,11 @@ def searched_keys(cfg: DictConfig) -> tuple[str, ...]:
 
 def compose(overrides: Sequence[str], config_name: str = "train") -> DictConfig:
     """Compose `conf/<config_name>.yaml` with Hydra overrides, then type- and range-check it."""
+    return validate(compose_unchecked(overrides, config_name))
+
+
+def compose_unchecked(overrides: Sequence[str], config_name: str = "train") -> DictConfig:
+    """What Hydra composes, before the schema's checks (ConfigError for Hydra's errors)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -173,7 +178,7 @@ def compose(overrides: Sequence[str], config_name: str = "train") -> DictConfig:
             cfg = hydra_compose(config_name, overrides=list(overrides))
     except Exception as error:  # Hydra's errors are many classes; all are the user's words
         raise ConfigError(describe_hydra_error(error, overrides)) from error
-    return validate(cfg)
+    return cfg
 
 
 def describe_hydra_error(error: BaseException, overrides: Sequence[str] = ()) -> str:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatter
 
 CURVE_POINTS = 501
 # Fixed margins instead of tight_layout, which measured every tick label on each draw and
@@ -68,6 +69,10 @@ def loss_figure(epoch_losses: np.ndarray, val_epochs: list[int], val_losses: lis
     if val_epochs:
         axes.plot(val_epochs, val_losses, "o-", markersize=3, label="validation loss")
     axes.set(xlabel="epoch", ylabel="BCE loss", yscale="log", title="loss")
+    # Plain-text tick labels: the default ones are mathtext ($10^{-1}$), whose parsing was
+    # most of this figure's 0.29 s, paid by every trial of a map.
+    axes.yaxis.set_major_formatter(LogFormatter())
+    axes.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
     axes.legend(fontsize=8)
     figure.subplots_adjust(**LOSS_MARGINS)
     return figure

@@ -18,14 +18,14 @@ import optuna
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 
-from mlpsweep.config import ConfigError, compose
+from mlpsweep.config import ConfigError
 from mlpsweep.sweep.settings import PARAMETER_COUNT, SweepSettings
 from mlpsweep.sweep.trial_config import (
     completed_twin,
     config_fingerprint,
     reproduce_command,
     reuse_twin,
-    trial_overrides,
+    trial_config,
 )
 
 Outcome = tuple[TrialState, "list[float] | None"]
@@ -60,7 +60,7 @@ def prepare(
     """
     params = {spec.path: spec.suggest(trial) for spec in settings.space}
     try:
-        cfg = compose(trial_overrides(base_overrides, params))
+        cfg = trial_config(base_overrides, params)
     except ConfigError as error:
         return failed(trial, f"config rejected: {error}")
     trial.set_user_attr("reproduce", reproduce_command(cfg))

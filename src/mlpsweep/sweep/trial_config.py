@@ -8,16 +8,17 @@ small integer spaces repeat often) reuses that twin's result instead of training
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import optuna
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from mlpsweep.config import ConfigError, compose
+from mlpsweep.config import ConfigError, compose, compose_unchecked, validate
 from mlpsweep.sweep.settings import NOT_REPRODUCED, ParamSpec, SweepSettings
 
 _MISSING = object()
@@ -31,6 +32,45 @@ def training_overrides(overrides: Sequence[str]) -> list[str]:
 def trial_overrides(base_overrides: Sequence[str], params: dict[str, Any]) -> list[str]:
     sampled = [f"{path}={_override_value(value)}" for path, value in params.items()]
     return [*base_overrides, *sampled, "quiet=true"]
+
+
+def trial_config(base_overrides: Sequence[str], params: dict[str, Any]) -> DictConfig:
+    """The trial's checked config: exactly `compose(trial_overrides(base_overrides, params))`.
+
+    Composing from scratch took about 0.15 s a trial, a quarter of what a trial costs
+    outside training in the full map. So Hydra composes the sweep's command line once per
+    worker, and each trial applies its sampled values to a copy as Hydra applies a
+    `key=value` override: the value parsed by Hydra's grammar, then `OmegaConf.update`
+    with merge (`ConfigLoaderImpl._apply_overrides_to_config`). A key that is not a value
+    of the composed config (a group, or absent) takes the slow way, for Hydra's own error.
+    """
+    base = _composed_command_line(tuple(base_overrides))
+    if base is None or not all(_is_value(base, path) for path in params):
+        return compose(trial_overrides(base_overrides, params))
+    cfg = copy.deepcopy(base)
+    for path, value in params.items():
+        OmegaConf.update(cfg, path, _parsed_override(path, value), merge=True)
+    return validate(cfg)
+
+
+@functools.lru_cache(maxsize=4)
+def _composed_command_line(base_overrides: tuple[str, ...]) -> DictConfig | None:
+    try:
+        return compose_unchecked([*base_overrides, "quiet=true"])
+    except ConfigError:
+        return None
+
+
+def _is_value(cfg: DictConfig, path: str) -> bool:
+    node = OmegaConf.select(cfg, path, default=_MISSING, throw_on_missing=False)
+    return node is not _MISSING and not isinstance(node, (DictConfig, ListConfig))
+
+
+def _parsed_override(path: str, value: Any) -> Any:
+    """`value` as Hydra reads it on the command line (`_override_value`'s text, parsed)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_override(f"{path}={_override_value(value)}").value()
 
 
 def check_space_composes(settings: SweepSettings, base_overrides: Sequence[str]) -> None:
