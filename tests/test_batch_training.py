@@ -259,12 +259,11 @@ def test_stop_at_val_acc_ends_each_trial_where_it_would_end_alone(tmp_path):
 def test_a_diverging_trial_fails_alone_and_the_others_finish(tmp_path, monkeypatch):
     drawn = batch_model.initial_members
 
-    def one_nan_weight(spec: batch_model.TrialSpec) -> MLP:
-        members = drawn(spec)
+    def one_nan_weight(spec: batch_model.TrialSpec) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        layers = drawn(spec)
         if spec.hidden == 12:  # its first forward gives NaN probabilities (the others' do not)
-            with torch.no_grad():
-                members.weights[0][0, 0, 0] = float("nan")
-        return members
+            layers[0][0][0, 0, 0] = float("nan")
+        return layers
 
     monkeypatch.setattr(batch_model, "initial_members", one_nan_weight)
     told: list[int] = []

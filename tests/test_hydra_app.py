@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from pathlib import Path
 
 import pytest
@@ -62,25 +61,13 @@ def test_hydra_run_dir_and_hydra_verbose_are_honoured(run_train, tmp_path):
     assert "[DEBUG]" in (run_dir / "train.log").read_text(), "verbose: DEBUG records in the log"
 
 
-def test_run_folders_started_in_the_same_second_are_never_shared(tmp_path, monkeypatch):
-    monkeypatch.setattr(hydra_app, "_reserve_run_dirs", True)
+def test_the_run_folder_is_claimed_only_once_the_run_starts(tmp_path, monkeypatch):
     prefix = str(tmp_path / "runs" / "2026-01-01_00-00-00")
-    made: list[str] = []
-    lock = threading.Lock()
-
-    def start_runs() -> None:
-        for _ in range(40):
-            folder = hydra_app.unique_dir(prefix)
-            with lock:
-                made.append(folder)
-
-    threads = [threading.Thread(target=start_runs) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(set(made)) == len(made) == 320
-    assert all(Path(folder).is_dir() for folder in made), "each one reserved by an exclusive mkdir"
+    shown = Path(hydra_app.unique_dir(prefix))
+    assert not shown.exists(), "a run only shown (--cfg, the preflight) makes no folder"
+    monkeypatch.setattr(hydra_app, "_reserve_run_dirs", True)
+    started = Path(hydra_app.unique_dir(prefix))
+    assert started.is_dir() and started.name.startswith("2026-01-01_00-00-00_")
 
 
 # ---- Hydra's flags -------------------------------------------------------------------------
@@ -206,9 +193,12 @@ def test_joblib_launcher_runs_the_grid_in_parallel_processes(run_train, tmp_path
     assert process.returncode == 0, process.stderr
     jobs = job_dirs(sweep_dir)
     assert len(jobs) == 2 and all((job / "metrics.json").exists() for job in jobs)
-    # TensorBoard names its event file after the writing process: one worker process per job
+    # events files are named after the writing process (<pid>.<n>, then the loss curve's
+    # label): one worker process per job
     pids = {
-        event.name.rsplit(".", 2)[1] for job in jobs for event in job.glob("events.out.tfevents.*")
+        re.search(r"\.(\d+)\.\d+(\.train_loss)?$", event.name).group(1)
+        for job in jobs
+        for event in job.glob("events.out.tfevents.*")
     }
     assert len(pids) == 2, pids
     assert "Joblib.Parallel(n_jobs=2" in process.stdout

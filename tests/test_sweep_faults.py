@@ -17,6 +17,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from conftest import assert_one_error_line
 from mlpsweep.config import ConfigError, compose
 from mlpsweep.sweep import SweepSettings, launch, parse_settings
 from mlpsweep.sweep.fixed_settings import FIXED_SETTINGS_ATTR, first_difference
@@ -45,15 +46,6 @@ def run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, script, *args], cwd=REPO_ROOT, capture_output=True, text=True,
         timeout=300,
     )
-
-
-def assert_one_error_line(result: subprocess.CompletedProcess[str], code: int, *named: str) -> None:
-    assert result.returncode == code, result.stderr
-    assert "Traceback" not in result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for text in named:
-        assert text in lines[0], lines[0]
 
 
 def load(storage: str, name: str = "mlp_arch") -> optuna.Study:
@@ -146,7 +138,7 @@ def test_resume_with_changed_max_epochs_is_refused_naming_the_key(tmp_path: Path
     changed = [*sweep_args(tmp_path, "sweep.n_trials=2"), "trainer.max_epochs=20"]
     result = run_script("src/sweep.py", *changed)
     assert_one_error_line(
-        result, 2, "trainer.max_epochs=20", "trainer.max_epochs=10", "sweep.study_name="
+        result, "trainer.max_epochs=20", "trainer.max_epochs=10", "sweep.study_name="
     )
     assert len(load(storage).trials) == 1, "no trial added"
 
@@ -189,14 +181,14 @@ def test_a_rejected_sweep_setting_creates_nothing(
 ) -> None:
     out = tmp_path / "sweeps"
     result = run_script("src/sweep.py", *sweep_args(out, "sweep.n_trials=1"), *overrides)
-    assert_one_error_line(result, 2, named)
+    assert_one_error_line(result, named)
     assert not out.exists(), sorted(str(path) for path in out.rglob("*"))
 
 
 @pytest.mark.parametrize("place", ["/proc/mlpsweep", "/sys/mlpsweep"])
 def test_an_output_dir_that_cannot_be_created_is_one_line(place: str) -> None:
     result = run_script("src/sweep.py", *sweep_args(Path(place), "sweep.n_trials=1"))
-    assert_one_error_line(result, 2, "sweep.output_dir", place)
+    assert_one_error_line(result, "sweep.output_dir", place)
 
 
 def sha256(path: Path) -> str:
@@ -210,7 +202,7 @@ def test_an_sqlite_file_of_another_program_is_refused_and_left_untouched(tmp_pat
         connection.execute("CREATE TABLE foo (x INTEGER)")
     before = sha256(database)
     result = run_script("src/sweep.py", *sweep_args(tmp_path, "sweep.n_trials=1"))
-    assert_one_error_line(result, 2, "not an Optuna storage", "foo")
+    assert_one_error_line(result, "not an Optuna storage", "foo")
     assert sha256(database) == before
     assert sorted(path.name for path in database.parent.iterdir()) == ["study.db"]
 
@@ -220,7 +212,7 @@ def test_a_file_that_is_not_a_database_is_refused_and_left_untouched(tmp_path: P
     database.write_text("my notes, not a database\n" * 10)
     storage = f"sweep.storage=sqlite:///{database}"
     result = run_script("src/sweep.py", *sweep_args(tmp_path / "out", "sweep.n_trials=1"), storage)
-    assert_one_error_line(result, 2, "not an SQLite database")
+    assert_one_error_line(result, "not an SQLite database")
     assert database.read_text() == "my notes, not a database\n" * 10
 
 
@@ -239,13 +231,13 @@ def test_an_lr_beyond_float32_with_the_plain_adam_is_one_line(tmp_path: Path) ->
         "src/train.py", "model.lr=1e39", "model.fused_adam=false", "trainer.max_epochs=5",
         "quiet=true", f"output_dir={tmp_path}",
     )
-    assert_one_error_line(result, 1, "overflowed", "model.lr")
+    assert_one_error_line(result, "overflowed", "model.lr", code=1)
 
 
 def test_a_sweep_trial_whose_adam_step_overflows_fails_with_the_reason(tmp_path: Path) -> None:
     args = [*sweep_args(tmp_path, "sweep.n_trials=1"), "model.lr=1e39", "model.fused_adam=false"]
     result = run_script("src/sweep.py", *args)
-    assert_one_error_line(result, 1, "no trial completed")
+    assert_one_error_line(result, "no trial completed", code=1)
     (trial,) = load(f"sqlite:///{tmp_path / 'mlp_arch' / 'study.db'}").trials
     assert "overflowed float32" in trial.user_attrs["fail_reason"]
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import secrets
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -206,27 +205,6 @@ def test_checkpoint_restores_the_trained_members(finished_run):
     assert not torch.equal(untrained.weights[0], model.weights[0]), (
         "the checkpoint holds trained weights"
     )
-
-
-def test_new_run_dir_never_shares_a_folder(tmp_path):
-    base = tmp_path / "runs"
-    made: list[Path] = []
-    lock = threading.Lock()
-
-    def start_runs() -> None:
-        for _ in range(25):
-            folder = new_run_dir(base)
-            with lock:
-                made.append(folder)
-
-    threads = [threading.Thread(target=start_runs) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(made) == 200 and len(set(made)) == 200
-    assert all(folder.is_dir() and folder.parent == base for folder in made)
-    assert len(list(base.iterdir())) == 200
 
 
 def test_new_run_dir_retries_on_a_name_collision(tmp_path, monkeypatch):

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mlpsweep.data import Minibatches
-from mlpsweep.model import MLP, affine
+from mlpsweep.model import Layers, affine, draw_members
 
 
 @dataclass(frozen=True)
@@ -83,21 +83,22 @@ def narrow(
     return kept.contiguous()
 
 
-def initial_members(spec: TrialSpec) -> MLP:
-    """The trial's members drawn exactly as a run alone draws them (`training.build`):
-    seed everything, then construct the MLP (the data module in between draws nothing).
-    Only the architecture shapes the draws; the batch's optimizer has the learning rate."""
+def initial_members(spec: TrialSpec) -> Layers:
+    """The trial's members drawn exactly as a run alone draws them (`training.build`): seed
+    everything, then draw (the data module built in between draws nothing)."""
     pl.seed_everything(spec.seed, workers=False, verbose=False)
-    return MLP(
-        hidden=spec.hidden, layers=spec.layers, ensemble=spec.ensemble, lr=0.0, fused_adam=False
-    )
+    return draw_members(spec.hidden, spec.layers, spec.ensemble)
 
 
 class DepthGroup(nn.Module):
     """The trials of one depth, padded to the widest: weights (M, in, out), biases (M, 1, out),
     M = all members of its trials, trial by trial, member by member."""
 
-    def __init__(self, depth: int, trials: Sequence[tuple[int, TrialSpec, MLP]]) -> None:
+    def __init__(
+        self,
+        depth: int,
+        trials: Sequence[tuple[int, TrialSpec, Layers]],
+    ) -> None:
         super().__init__()
         self.depth = depth
         self.trial_ids = [trial_id for trial_id, _, _ in trials]
@@ -107,15 +108,9 @@ class DepthGroup(nn.Module):
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for layer in range(depth + 1):
-            for target, source, is_weight in (
-                (self.weights, "weights", True),
-                (self.biases, "biases", False),
-            ):
+            for target, part, is_weight in ((self.weights, 0, True), (self.biases, 1, False)):
                 dims = width_dims(layer, depth, is_weight)
-                drawn = [
-                    pad_to(getattr(mlp, source)[layer].detach(), dims, self.width)
-                    for _, _, mlp in trials
-                ]
+                drawn = [pad_to(layers[layer][part], dims, self.width) for _, _, layers in trials]
                 target.append(nn.Parameter(torch.cat(drawn)))
         self.register_buffer("mask", self.unit_mask(), persistent=False)
 

@@ -36,6 +36,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from mlpsweep.config import CONF_DIR, ConfigError, describe_hydra_error, validate
+from mlpsweep.folders import claim_folder, free_folder_name
 
 SHOW_ONLY = ("help", "hydra_help", "info", "shell_completion", "experimental_rerun")
 FINE = ("completed", "pruned")  # a pruned trial of a sampling sweeper did its job
@@ -52,18 +53,8 @@ def unique_dir(prefix: str) -> str:
     started in the same second (even in parallel) never share one. Hydra then finds the
     folder made and writes into it. OmegaConf caches the result per config.
     """
-    while True:
-        candidate = Path(f"{prefix}_{secrets.token_hex(2)}")
-        if not _reserve_run_dirs:
-            if not candidate.exists():
-                return str(candidate)
-            continue
-        candidate.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            candidate.mkdir()
-            return str(candidate)
-        except FileExistsError:
-            continue
+    folder = claim_folder(prefix) if _reserve_run_dirs else free_folder_name(prefix)
+    return str(folder)
 
 
 def reserve_run_dirs() -> None:

@@ -37,6 +37,29 @@ def linear_init(fan_in: int, fan_out: int) -> tuple[torch.Tensor, torch.Tensor]:
     return layer.weight.detach().T.clone(), layer.bias.detach().clone()
 
 
+# per layer: the weights (K, in, out) and biases (K, 1, out) of all K members
+Layers = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def draw_members(hidden: int, layers: int, ensemble: int) -> Layers:
+    """Every member's layers drawn from the global RNG, member by member, layer by layer (so
+    member 0 equals a K=1 model with the same seed): per layer, the weights (K, in, out)
+    and biases (K, 1, out). `MLP` is built from these, and a batch of trials draws each
+    trial's with them, so a trial starts from the weights it would have alone."""
+    widths = [1] + [hidden] * layers + [1]
+    draws = [
+        [linear_init(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)]
+        for _ in range(ensemble)
+    ]
+    return [
+        (
+            torch.stack([member[depth][0] for member in draws]),
+            torch.stack([member[depth][1] for member in draws]).unsqueeze(1),
+        )
+        for depth in range(len(widths) - 1)
+    ]
+
+
 def propagate(
     inputs: torch.Tensor, layers: tuple[tuple[torch.Tensor, torch.Tensor], ...], members: int
 ) -> torch.Tensor:
@@ -124,23 +147,14 @@ class MLP(pl.LightningModule):
         self.automatic_optimization = False
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
-        self._init_members(hidden, layers, ensemble)
+        for weight, bias in draw_members(hidden, layers, ensemble):
+            self.weights.append(nn.Parameter(weight))
+            self.biases.append(nn.Parameter(bias))
         self.epoch_losses = torch.empty(0)
         self.member_metrics: dict[str, list[float]] = {}
         # (epoch, members' mean val/loss), one per validation
         self.val_history: list[tuple[int, float]] = []
         self.epochs_trained = 0
-
-    def _init_members(self, hidden: int, layers: int, ensemble: int) -> None:
-        """Member by member, layer by layer: member 0 equals a K=1 model with the same seed."""
-        widths = [1] + [hidden] * layers + [1]
-        draws = [
-            [linear_init(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)]
-            for _ in range(ensemble)
-        ]
-        for depth in range(len(widths) - 1):
-            self.weights.append(nn.Parameter(torch.stack([m[depth][0] for m in draws])))
-            self.biases.append(nn.Parameter(torch.stack([m[depth][1] for m in draws]).unsqueeze(1)))
 
     @property
     def ensemble(self) -> int:

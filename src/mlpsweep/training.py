@@ -10,7 +10,6 @@ import json
 import logging
 import math
 import os
-import secrets
 import signal
 import sys
 import time
@@ -39,6 +38,7 @@ from mlpsweep.callbacks import (
 from mlpsweep.cli import stderr_is_terminal
 from mlpsweep.config import METRICS, hyperparameter_keys, searched_keys, to_yaml
 from mlpsweep.data import PiecewiseDataModule, training_points
+from mlpsweep.folders import claim_folder
 from mlpsweep.model import MLP
 from mlpsweep.plots import loss_figure, save_png
 
@@ -90,15 +90,7 @@ def quiet_lightning() -> None:
 
 def new_run_dir(base: Path) -> Path:
     """`base/<date_time>_<4 hex>`: time-sorted, and two runs in one second never collide."""
-    base.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    while True:
-        candidate = base / f"{stamp}_{secrets.token_hex(2)}"
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            continue
+    return claim_folder(base / datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
 
 
 def build(cfg: DictConfig) -> tuple[PiecewiseDataModule, MLP]:
