@@ -44,6 +44,7 @@ class Timing:
     label: str
     walls: list[float] = field(default_factory=list)
     loads: list[float] = field(default_factory=list)
+    probes: list[float] = field(default_factory=list)
     peak_rss_mib: float = 0.0
     study: dict = field(default_factory=dict)
 
@@ -73,6 +74,33 @@ PEAK_RSS_WRAPPER = (
     "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
     "stdout=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
 )
+
+
+def speed_probe_ms(epochs: int = 300) -> float:
+    """The machine's speed just now: one bare batched epoch of 16 one-layer cells (ms).
+
+    The load average misses other tenants of the host: on these VMs this probe was seen to
+    go from 2.6 to 4.6 ms within an hour with nothing of ours running. Taken before each
+    run, it shows which figures ran on a slowed machine."""
+    sys.path.insert(0, str(ROOT / "src"))
+    import torch
+
+    from mlpsweep.batch_model import BatchedMLP, TrialSpec
+    from mlpsweep.data import PiecewiseDataModule
+
+    torch.set_num_threads(1)
+    data = PiecewiseDataModule(
+        batch_size=32, shuffle=False, normalize=False, val_points=1000, seed=0
+    )
+    data.setup("fit")
+    minibatches = next(iter(data.train_dataloader()))
+    batch = BatchedMLP([TrialSpec(h, 1, 4, 0) for h in range(1, 17)], lr=1e-3)
+    for _ in range(20):
+        batch.train_epoch(minibatches)
+    started = time.perf_counter()
+    for _ in range(epochs):
+        batch.train_epoch(minibatches)
+    return (time.perf_counter() - started) / epochs * 1e3
 
 
 def study_facts(out: Path, name: str) -> dict:
@@ -123,6 +151,7 @@ def interleaved(variants: dict[str, list[str]], repeats: int, tmp: Path, name: s
         for label in order[repeat % len(order):] + order[: repeat % len(order)]:
             safe = "".join(char if char.isalnum() else "_" for char in label)  # a Hydra value
             out = tmp / f"{name}-{safe}-{repeat}"
+            timings[label].probes.append(speed_probe_ms())
             wall, load, rss = run_sweep(out, *variants[label])
             timings[label].walls.append(wall)
             timings[label].loads.append(load)
@@ -144,14 +173,17 @@ SAMPLE = ("sweep=grid", "sweep.workers=2", "~sweep.space.model.hidden",
 
 
 def section_rows(timings: dict, reference: str) -> list[str]:
-    rows = ["| variant | runs | median wall s | min | load avg (1 min) at start | ratio to "
-            f"{reference} | peak RSS MiB |", "| --- | ---: | ---: | ---: | --- | ---: | ---: |"]
+    rows = ["| variant | runs | median wall s | min | load avg (1 min) at start | speed probe "
+            f"ms at start | ratio to {reference} | peak RSS MiB |",
+            "| --- | ---: | ---: | ---: | --- | --- | ---: | ---: |"]
     base = timings[reference].median
     for label, timing in timings.items():
         loads = ", ".join(f"{load:.2f}" for load in timing.loads)
+        probes = ", ".join(f"{probe:.2f}" for probe in timing.probes)
         rows.append(
             f"| {label} | {len(timing.walls)} | {timing.median:.1f} | {min(timing.walls):.1f} | "
-            f"{loads} | {base / timing.median:.2f}x faster | {timing.peak_rss_mib:.0f} |"
+            f"{loads} | {probes} | {base / timing.median:.2f}x faster | "
+            f"{timing.peak_rss_mib:.0f} |"
         )
     return rows
 
@@ -207,7 +239,8 @@ def main(argv: list[str]) -> int:
             print("tpe", file=sys.stderr)
             timings = interleaved({
                 "sweep.batch=1": ["sweep.batch=1"],
-                "default batch": [],
+                "sweep.batch=4": ["sweep.batch=4"],
+                "default batch (8)": [],
             }, args.long_repeats, tmp, "tpe")
             lines += ["### Default TPE sweep (`make sweep`, 40 trials), 2 workers", "",
                       *section_rows(timings, "sweep.batch=1"), "",
@@ -230,6 +263,9 @@ def header(args: argparse.Namespace) -> list[str]:
         f"- command: `python benchmarks/batch_bench.py --only {args.only} --repeats {args.repeats} "
         f"--long-repeats {args.long_repeats}`"
         " (part of `make bench`); each figure is a whole `src/sweep.py` command, start-up included",
+        "- speed probe: one bare batched epoch of 16 one-layer cells, in ms, taken just before "
+        "each run (about 2.6-2.8 on a quiet machine here; more means the host was slower then, "
+        "which the load average does not show)",
         "",
     ]
 
