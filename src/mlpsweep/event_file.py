@@ -51,21 +51,19 @@ class ScalarSeriesFile:
         self.handle.flush()
 
     def open(self) -> RecordWriter:
-        """The file, new with the version record TensorBoard expects first, or the same file
-        again (appended to) when written after `close`."""
-        if self.path is not None:
-            self.handle = open(self.path, "ab")  # noqa: SIM115 - closed by close()
-            self.records = RecordWriter(self.handle)
-            return self.records
-        name = (
-            f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
-            f"{os.getpid()}.{next(_file_numbers)}.{self.label}"
-        )
-        self.path = self.log_dir / name
-        self.handle = open(self.path, "wb")  # noqa: SIM115 - closed by close()
+        """The file: new, starting with the version record TensorBoard expects first, or
+        the same file again (appended to) when written after `close`."""
+        new = self.path is None
+        if self.path is None:
+            self.path = self.log_dir / (
+                f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
+                f"{os.getpid()}.{next(_file_numbers)}.{self.label}"
+            )
+        self.handle = open(self.path, "wb" if new else "ab")  # noqa: SIM115 - see close()
         self.records = RecordWriter(self.handle)
-        version = Event(wall_time=time.time(), file_version="brain.Event:2")
-        self.records.write(version.SerializeToString())
+        if new:
+            version = Event(wall_time=time.time(), file_version="brain.Event:2")
+            self.records.write(version.SerializeToString())
         return self.records
 
     def close(self) -> None:

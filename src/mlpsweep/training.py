@@ -209,9 +209,10 @@ class CheckpointOnInterrupt(pl.Callback):
 def run_logger(run_dir: Path) -> TensorBoardLogger:
     """The run folder's TensorBoard logger, its events in the folder itself.
 
-    torch's SummaryWriter hands each event to its writer thread through a queue of 10, so a
-    loss curve of one point per epoch blocked on every put: about 0.1 ms an event, more
-    than a batch of trials spends training an epoch. A deep queue lets the chunk go at once.
+    torch's SummaryWriter hands each event to its writer thread through a queue of 10, and
+    a put blocks while the queue is full: a deep queue lets a validation's dozen scalars
+    (times a batch's trials) go at once. The per-epoch loss curve does not come here: it
+    has an events file of its own (`event_file.ScalarSeriesFile`).
     """
     return TensorBoardLogger(
         save_dir=str(run_dir), name="", version="", default_hp_metric=False, max_queue=10_000

@@ -68,9 +68,14 @@ def _is_value(cfg: DictConfig, path: str) -> bool:
 
 def _parsed_override(path: str, value: Any) -> Any:
     """`value` as Hydra reads it on the command line (`_override_value`'s text, parsed)."""
+    return _override_parser().parse_override(f"{path}={_override_value(value)}").value()
+
+
+@functools.cache
+def _override_parser() -> Any:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    return OverridesParser.create().parse_override(f"{path}={_override_value(value)}").value()
+    return OverridesParser.create()
 
 
 def check_space_composes(settings: SweepSettings, base_overrides: Sequence[str]) -> None:
