@@ -17,7 +17,8 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from conftest import compose_run
 from mlpsweep import batch_model
-from mlpsweep.batch_training import BatchTrainer, check_batchable, train_batch
+from mlpsweep.batch_config import check_batchable
+from mlpsweep.batch_training import BatchTrainer, train_batch
 from mlpsweep.config import validate
 from mlpsweep.data import PiecewiseDataModule
 from mlpsweep.model import MLP

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,9 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from mlpsweep.batch_config import Schedule, check_batchable
 from mlpsweep.batch_model import BatchedMLP, StepOverflow, TrialSpec
 from mlpsweep.callbacks import FitPictureLogger, HParamsLogger, LossCurveLogger
 from mlpsweep.cli import stderr_is_terminal
@@ -52,8 +53,6 @@ from mlpsweep.training import (
 ValidationHook = Callable[[int, int, dict[str, list[float]]], "str | None"]
 ExitHook = Callable[[int, RunResult], None]
 
-# The only keys in which a batch's trials may differ.
-BATCHED_KEYS = ("model.hidden", "model.layers")
 # What an on_validation reason ends a trial as.
 EXIT_STATUS = {"fit": "completed", "pruned": "pruned"}
 
@@ -68,34 +67,6 @@ def fits(member_metrics: dict[str, list[float]], threshold: float) -> bool:
     """Whether a trial stops because every member fits: the rule of `training.stop_when_fit`
     (EarlyStopping on the model's `stop_fit_rate` reaching 1)."""
     return fit_rate(member_metrics, threshold) == 1.0
-
-
-def check_batchable(cfgs: Sequence[DictConfig]) -> None:
-    """ValueError naming the first key, other than hidden and layers, in which a trial differs."""
-    if not cfgs:
-        raise ValueError("a batch needs at least one trial config")
-    first = dict(config_leaves(cfgs[0]))
-    for index, cfg in enumerate(cfgs[1:], start=1):
-        other = dict(config_leaves(cfg))
-        for key in [*first, *(k for k in other if k not in first)]:
-            if key not in BATCHED_KEYS and first.get(key) != other.get(key):
-                raise ValueError(
-                    f"trial {index} differs from trial 0 in {key} "
-                    f"({other.get(key)!r} vs {first.get(key)!r}); "
-                    f"the trials of a batch may differ only in {', '.join(BATCHED_KEYS)}"
-                )
-
-
-def config_leaves(cfg: DictConfig) -> Iterator[tuple[str, Any]]:
-    """(dotted key, value) of every leaf of the resolved config, in the config's order."""
-    def walk(node: Any, prefix: str) -> Iterator[tuple[str, Any]]:
-        if isinstance(node, dict) and node:
-            for key, value in node.items():
-                yield from walk(value, f"{prefix}{key}.")
-        else:
-            yield prefix.rstrip("."), node
-
-    yield from walk(OmegaConf.to_container(cfg, resolve=True), "")
 
 
 def validation_scalars(
@@ -132,27 +103,6 @@ def save_checkpoint(record: MLP, path: Path) -> None:
         },
         path,
     )
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """The batch's shared settings the epoch loop reads, as plain values: an OmegaConf
-    attribute costs about 20 us, and the loop read six an epoch (1 s of a 7000-epoch batch)."""
-
-    max_epochs: int
-    val_every: int
-    flush_every: int
-    image_every: int
-    fit_val_acc: float
-    stop_at_val_acc: float | None
-
-    @classmethod
-    def of(cls, cfg: DictConfig) -> Schedule:
-        trainer, logger = cfg.trainer, cfg.logger
-        return cls(
-            trainer.max_epochs, trainer.val_every, logger.flush_every, logger.image_every,
-            trainer.fit_val_acc, trainer.stop_at_val_acc,
-        )
 
 
 @dataclass

@@ -16,6 +16,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from mlpsweep.batch_config import BATCHED_KEYS, config_leaves
 from mlpsweep.sweep.optuna_private import study_storage, trial_id
 from mlpsweep.sweep.optuna_setup import pruning_enabled
 from mlpsweep.sweep.settings import SweepSettings
@@ -68,8 +69,6 @@ def batch_groups(prepared: Sequence[PreparedTrial]) -> list[list[PreparedTrial]]
 
 def batch_signature(cfg: Any) -> tuple[tuple[str, str], ...]:
     """Every resolved config leaf but the ones a batch's trials may differ in."""
-    from mlpsweep.batch_training import BATCHED_KEYS, config_leaves
-
     return tuple((key, repr(value)) for key, value in config_leaves(cfg) if key not in BATCHED_KEYS)
 
 
