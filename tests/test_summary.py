@@ -23,6 +23,7 @@ import warnings
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import optuna
 import pytest
@@ -263,6 +264,16 @@ def run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
+def add_arch_trial(study: optuna.Study, hidden: int, layers: int, **trial: Any) -> None:
+    """A trial of the architecture (hidden, layers) over SPACE; `trial` is the rest of
+    `optuna.create_trial`'s fields (state, value, attributes)."""
+    study.add_trial(
+        optuna.create_trial(
+            params={"model.hidden": hidden, "model.layers": layers}, distributions=SPACE, **trial
+        )
+    )
+
+
 def build_mixed_study(
     folder: Path, run_dir: Path, fail_reason: str = "NonFiniteLossError: loss is nan"
 ) -> optuna.Study:
@@ -287,38 +298,26 @@ def build_mixed_study(
         "reproduce": "python src/train.py model.hidden=3",
         "host": "here",
     }
-    study.add_trial(
-        optuna.create_trial(
-            params={"model.hidden": 3, "model.layers": 1},
-            distributions=SPACE,
-            value=summaries["val/acc"]["mean"],
-            user_attrs=attrs,
-        )
+    add_arch_trial(
+        study, 3, 1,
+        value=summaries["val/acc"]["mean"],
+        user_attrs=attrs,
     )
-    study.add_trial(
-        optuna.create_trial(
-            params={"model.hidden": 2, "model.layers": 2},
-            distributions=SPACE,
-            state=TrialState.PRUNED,
-            intermediate_values={50: 0.6},
-            user_attrs={**attrs, "epochs": 50},
-        )
+    add_arch_trial(
+        study, 2, 2,
+        state=TrialState.PRUNED,
+        intermediate_values={50: 0.6},
+        user_attrs={**attrs, "epochs": 50},
     )
-    study.add_trial(
-        optuna.create_trial(
-            params={"model.hidden": 64, "model.layers": 4},
-            distributions=SPACE,
-            state=TrialState.FAIL,
-            user_attrs={"fail_reason": fail_reason},
-        )
+    add_arch_trial(
+        study, 64, 4,
+        state=TrialState.FAIL,
+        user_attrs={"fail_reason": fail_reason},
     )
-    study.add_trial(
-        optuna.create_trial(
-            params={"model.hidden": 9, "model.layers": 2},
-            distributions=SPACE,
-            state=TrialState.FAIL,
-            user_attrs={"fail_reason": "worker died"},
-        )
+    add_arch_trial(
+        study, 9, 2,
+        state=TrialState.FAIL,
+        user_attrs={"fail_reason": "worker died"},
     )
     running = study.ask(SPACE)
     study_storage(study).set_trial_system_attr(trial_id(running), "retry_history", [3])
@@ -359,22 +358,16 @@ def test_a_retried_trial_is_named_retried_and_its_completed_retry_shows_no_fail_
                                 direction="maximize")
     died = "its worker process died; queued again"
     metrics = {"val/acc": {"mean": 0.9, "min": 0.9, "max": 0.9, "std": 0.0}}
-    study.add_trial(
-        optuna.create_trial(
-            params={"model.hidden": 9, "model.layers": 2},
-            distributions=SPACE,
-            state=TrialState.FAIL,
-            user_attrs={"fail_reason": died},
-        )
+    add_arch_trial(
+        study, 9, 2,
+        state=TrialState.FAIL,
+        user_attrs={"fail_reason": died},
     )
-    study.add_trial(
-        optuna.create_trial(
-            params={"model.hidden": 9, "model.layers": 2},
-            distributions=SPACE,
-            value=0.9,
-            user_attrs={"fail_reason": died, "metrics": metrics},
-            system_attrs={"failed_trial": 0, "retry_history": [0]},
-        )
+    add_arch_trial(
+        study, 9, 2,
+        value=0.9,
+        user_attrs={"fail_reason": died, "metrics": metrics},
+        system_attrs={"failed_trial": 0, "retry_history": [0]},
     )
     report, text = summarize_study(str(folder))
     assert "1 complete, 0 pruned, 0 failed" in text and "1 retried" in text
