@@ -50,7 +50,7 @@ summary: $(STAMP)
 # A run's loss curve has an events file of its own beside the logger's; --reload_multifile
 # keeps both live where TensorBoard falls back to its legacy loader (that follows the newest).
 tensorboard: $(STAMP)
-	$(VENV)/bin/tensorboard --logdir outputs --host 127.0.0.1 --port $(or $(PORT),6006) --reload_multifile=true
+	$(VENV)/bin/tensorboard --logdir outputs --reload_multifile=true --host 127.0.0.1 --port $(or $(PORT),6006)
 
 dashboard: $(STAMP)
 	$(PY) src/dashboard.py $(STUDY) $(if $(PORT),--port $(PORT))

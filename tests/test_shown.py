@@ -158,4 +158,6 @@ def test_make_dashboard_and_tensorboard_take_the_port_given() -> None:
     )
     assert "--port" not in make_command("dashboard")  # dashboard.py's own default, 8080
     assert make_command("tensorboard").endswith("--port 6006")
+    # a run's loss curve is an events file of its own: the legacy loader must follow both
+    assert "--reload_multifile=true" in make_command("tensorboard")
     assert make_command("tensorboard", "PORT=7007").endswith("--port 7007")
