@@ -46,20 +46,18 @@ def config_leaves(cfg: DictConfig) -> Iterator[tuple[str, Any]]:
 
 @dataclass(frozen=True)
 class Schedule:
-    """The batch's shared settings the epoch loop reads, as plain values: an OmegaConf
-    attribute costs about 20 us, and the loop read six an epoch (1 s of a 7000-epoch batch)."""
+    """The batch's shared trainer settings the epoch loop reads, as plain values: an
+    OmegaConf attribute costs about 20 us, and the loop read six an epoch (1 s of a
+    7000-epoch batch). When to write curves and pictures is their callbacks' own `due`."""
 
     max_epochs: int
     val_every: int
-    flush_every: int
-    image_every: int
     fit_val_acc: float
     stop_at_val_acc: float | None
 
     @classmethod
     def of(cls, cfg: DictConfig) -> Schedule:
-        trainer, logger = cfg.trainer, cfg.logger
+        trainer = cfg.trainer
         return cls(
-            trainer.max_epochs, trainer.val_every, logger.flush_every, logger.image_every,
-            trainer.fit_val_acc, trainer.stop_at_val_acc,
+            trainer.max_epochs, trainer.val_every, trainer.fit_val_acc, trainer.stop_at_val_acc
         )

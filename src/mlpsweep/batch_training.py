@@ -177,7 +177,9 @@ class BatchTrainer:
             lr=cfg.model.lr,
             fused_adam=cfg.model.fused_adam,
         )
-        self.losses = torch.full((cfg.trainer.max_epochs, self.trials[-1].columns.stop), math.nan)
+        self.losses = torch.full(
+            (self.schedule.max_epochs, self.trials[-1].columns.stop), math.nan
+        )
         for trial in self.trials:
             # A view: one write per epoch serves all trials.
             trial.record.epoch_losses = self.losses[:, trial.columns]
@@ -305,14 +307,11 @@ class BatchTrainer:
         return reason
 
     def end_epoch(self, epoch: int) -> None:
-        """Every flush_every epochs the loss curves, every image_every the fit pictures."""
-        schedule = self.schedule
-        flush = epoch % schedule.flush_every == 0
-        picture = (
-            schedule.image_every
-            and epoch % schedule.image_every == 0
-            and epoch != schedule.max_epochs
-        )
+        """The loss curves and fit pictures when their callbacks' rules say so (the trials
+        share their settings, so the first trial's callbacks answer for all)."""
+        first = self.trials[0]
+        flush = first.loss_curve.due(epoch)
+        picture = first.pictures.due(epoch, self.schedule.max_epochs)
         if not (flush or picture):
             return
         failed = []

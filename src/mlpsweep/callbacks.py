@@ -50,8 +50,12 @@ class LossCurveLogger(pl.Callback):
         self.flushed = 0
         self.series: ScalarSeriesFile | None = None
 
+    def due(self, epoch: int) -> bool:
+        """Whether the curve is written after `epoch` (a batch of trials asks this too)."""
+        return epoch % self.flush_every == 0
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if epochs_done(trainer) % self.flush_every == 0:
+        if self.due(epochs_done(trainer)):
             self.flush(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -93,9 +97,14 @@ class FitPictureLogger(pl.Callback):
         self.grid = curve_x()
         self.final_figure: Figure | None = None
 
+    def due(self, epoch: int, max_epochs: int | None) -> bool:
+        """A picture every `every` epochs (0: none), but not after the last epoch: the final
+        picture is drawn when training ends. A batch of trials asks this too."""
+        return bool(self.every) and epoch % self.every == 0 and epoch != max_epochs
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = epochs_done(trainer)
-        if self.every and epoch % self.every == 0 and epoch != trainer.max_epochs:
+        if self.due(epoch, trainer.max_epochs):
             self.log_picture(trainer, pl_module, epoch)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
