@@ -233,12 +233,16 @@ def test_a_trial_pruned_by_its_hook_leaves_at_that_validation(tmp_path):
 
 
 def test_stop_at_val_acc_ends_each_trial_where_it_would_end_alone(tmp_path):
-    # a member fits with every training point right besides val/acc >= 0.7: a faster Adam
+    # a member fits with every training point right besides val/acc >= 0.7: a faster Adam.
+    # Not lr 0.1: there training amplifies float rounding (elementwise kernels round a
+    # tensor's tail apart from its vectorised body, and a batch's tensors have other sizes)
+    # until a trial alone crosses the bar a validation apart from its twin in the batch.
+    max_epochs = 1400
     overrides = (
-        "trainer.max_epochs=600",
+        f"trainer.max_epochs={max_epochs}",
         "trainer.val_every=20",
         "trainer.stop_at_val_acc=0.7",
-        "model.lr=0.1",
+        "model.lr=0.03",
         "logger.image_every=0",
         "logger.pictures=false",
         "trainer.checkpoint=false",
@@ -248,12 +252,11 @@ def test_stop_at_val_acc_ends_each_trial_where_it_would_end_alone(tmp_path):
     results = train_batch(cfgs, folders(tmp_path / "batch", 3))
     alone = [train(cfg, new_run_dir(tmp_path / "alone")) for cfg in cfgs]
     assert [r.epochs for r in results] == [r.epochs for r in alone]
-    assert any(r.epochs < 600 for r in results) and any(r.epochs == 600 for r in results), (
-        "some stop, some not"
-    )
+    assert any(r.epochs < max_epochs for r in results), "some stop"
+    assert any(r.epochs == max_epochs for r in results), "some do not"
     for ours in results:
         assert ours.status == "completed"
-        if ours.epochs < 600:
+        if ours.epochs < max_epochs:
             assert min(ours.metrics["val/acc"].members) >= 0.7 and ours.epochs % 20 == 0
 
 

@@ -2,16 +2,18 @@
 
 A trial is (hidden, layers, ensemble K, seed); its K members become members of one batched
 network, as `MLP` already does for one trial's ensemble. Trials of equal depth share one
-*depth group*: every hidden layer is padded to the group's widest trial, and after each
-hidden sigmoid a unit mask (1 for a trial's real units, 0 for padding) zeroes the padded
-units' outputs. A padded unit then feeds nothing forward and receives no gradient, so
-every gradient reaching a padded weight is exactly 0; Adam is elementwise (zero gradient
-and zero state give a zero update), so padded weights, which start at exactly 0, stay 0.
-The cost is arithmetic on zeros, which is cheap at these widths next to kernel launches.
+*depth group*: every hidden layer is padded to the group's widest trial. A padded unit's
+weights start at exactly 0 and its bias at -inf, so its sigmoid is exactly 0 whatever its
+input: it feeds nothing forward, and since sigmoid's derivative at 0 output is 0, it
+receives no gradient. Every gradient reaching padding is therefore exactly 0, and Adam is
+elementwise (zero gradient and zero state give a zero update), so padding stays 0 and -inf.
+A padded group is thus a plain MLP (no mask: the multiplications it took after each layer,
+forward and backward, are gone), and the cost is arithmetic on zeros, which is cheap at
+these widths next to kernel launches.
 
 No Lightning here: a batch of trials, each with its own exits, is a small hand-written loop
-(see `batch_training`); Lightning keeps driving single runs. The minibatch loop, the loss
-and its gradient are `MLP.training_step`'s, so each member trains exactly as it would alone.
+(see `batch_training`); Lightning keeps driving single runs. Each step is `mlpsweep.step`'s,
+as in `MLP.training_step`, so each member trains exactly as it would alone.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mlpsweep import step
 from mlpsweep.data import Minibatches
-from mlpsweep.model import Layers, affine, draw_members
+from mlpsweep.model import Layers, draw_members
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,14 @@ class TrialSpec:
 class StepOverflow(RuntimeError):
     """Adam's step left float32's range (the per-tensor Adam refuses it; see
     `MLP.step_overflow`). The learning rate is the batch's, so every trial is hit."""
+
+
+class TrialsDiverged(Exception):
+    """These trials' probabilities turned NaN in a step's forward pass (no weight moved)."""
+
+    def __init__(self, trials: list[int]) -> None:
+        super().__init__(f"trials {trials} diverged")
+        self.trials = trials
 
 
 @dataclass(frozen=True)
@@ -63,12 +74,14 @@ def width_dims(layer: int, depth: int, weight: bool) -> tuple[int, ...]:
     return tuple(dims)
 
 
-def pad_to(tensor: torch.Tensor, dims: tuple[int, ...], width: int) -> torch.Tensor:
-    """`tensor` grown to `width` along `dims`, the new entries exactly zero."""
+def pad_to(
+    tensor: torch.Tensor, dims: tuple[int, ...], width: int, fill: float = 0.0
+) -> torch.Tensor:
+    """`tensor` grown to `width` along `dims`, the new entries exactly `fill`."""
     shape = list(tensor.shape)
     for dim in dims:
         shape[dim] = width
-    padded = tensor.new_zeros(shape)
+    padded = tensor.new_full(shape, fill)
     padded[tuple(slice(0, size) for size in tensor.shape)] = tensor
     return padded
 
@@ -88,6 +101,10 @@ def initial_members(spec: TrialSpec) -> Layers:
     everything, then draw (the data module built in between draws nothing)."""
     pl.seed_everything(spec.seed, workers=False, verbose=False)
     return draw_members(spec.hidden, spec.layers, spec.ensemble)
+
+
+# a padded unit's bias: its sigmoid is exactly 0, and so is every gradient it passes on
+PADDED_BIAS = float("-inf")
 
 
 class DepthGroup(nn.Module):
@@ -110,31 +127,23 @@ class DepthGroup(nn.Module):
         for layer in range(depth + 1):
             for target, part, is_weight in ((self.weights, 0, True), (self.biases, 1, False)):
                 dims = width_dims(layer, depth, is_weight)
-                drawn = [pad_to(layers[layer][part], dims, self.width) for _, _, layers in trials]
-                target.append(nn.Parameter(torch.cat(drawn)))
-        self.register_buffer("mask", self.unit_mask(), persistent=False)
-
-    def unit_mask(self) -> torch.Tensor:
-        """(M, 1, width): 1 for each member's real units, 0 for its padding."""
-        units = torch.arange(self.width)
-        rows = [
-            (units < hidden).to(torch.float32).expand(members, -1)
-            for hidden, members in zip(self.hidden, self.members, strict=True)
-        ]
-        return torch.cat(rows).unsqueeze(1)
+                fill = 0.0 if is_weight else PADDED_BIAS
+                padded = [
+                    pad_to(layers[layer][part], dims, self.width, fill) for _, _, layers in trials
+                ]
+                target.append(nn.Parameter(torch.cat(padded)))
 
     @property
     def size(self) -> int:
         return sum(self.members)
 
+    def layer_pairs(self) -> tuple[tuple[nn.Parameter, nn.Parameter], ...]:
+        """(weight, bias) per layer, as `MLP.layer_pairs`."""
+        return tuple(zip(self.weights, self.biases, strict=True))
+
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """x (N, 1) -> (M, N, 1), as `model.propagate` plus the mask after each hidden layer."""
-        activations = inputs.expand(self.size, -1, -1)
-        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
-            activations = torch.sigmoid(affine(activations, weight, bias))
-            if layer < self.depth:
-                activations = activations * self.mask
-        return activations
+        """x (N, 1) -> (M, N, 1), as `model.propagate`."""
+        return step.forward(inputs, self.layer_pairs(), self.size)[-1]
 
     def rows(self, trial_id: int) -> slice:
         """The trial's members within this group."""
@@ -173,7 +182,6 @@ class DepthGroup(nn.Module):
         # leaf's shape in its gradient accumulator, which a live graph would keep stale.
         self.weights = self.narrowed(self.weights, True, rows, optimizer_state)
         self.biases = self.narrowed(self.biases, False, rows, optimizer_state)
-        self.mask = self.unit_mask()
         return True
 
     def narrowed(
@@ -221,7 +229,6 @@ class BatchedMLP(nn.Module):
         firsts = torch.tensor([0] + [spec.ensemble for spec in self.specs]).cumsum(0).tolist()
         self.first_member = firsts[:-1]  # a trial's first member id, in the original trial order
         self.optimizer: torch.optim.Adam | None = self.new_optimizer({})
-        self._gradients: dict[int, torch.Tensor] = {}
         self.member_ids = self.current_member_ids()
 
     # ---- who is where ----------------------------------------------------------------
@@ -279,51 +286,59 @@ class BatchedMLP(nn.Module):
                 optimizer.state[param] = carried[param]
         return optimizer
 
-    def gradient(self, points: int) -> torch.Tensor:
-        """1/n per member: the gradient of the members' mean losses, made once per size."""
-        if points not in self._gradients:
-            self._gradients[points] = torch.full((self.members,), 1.0 / points)
-        return self._gradients[points]
-
     def train_epoch(self, minibatches: Minibatches) -> EpochLosses:
         """One epoch of the tutorial's minibatch loop over every member at once.
 
-        As in `MLP.training_step`, backward runs on each member's summed BCE with gradient
-        1/n, so each member's gradient is its own, and nothing waits on `.item()`. BCE refuses
-        NaN probabilities for the whole batch; the trials that produced them leave at once
-        and the minibatch is run again for the others (no weight moved before the loss).
+        Each step is `mlpsweep.step`'s, as in `MLP.training_step`, so each member's gradient
+        is its own, and nothing waits on `.item()`. BCE refuses NaN probabilities for the
+        whole batch; the trials that produced them leave at once and the minibatch is run
+        again for the others (no weight moved before the loss).
         """
         total, points, diverged = torch.zeros(self.members), 0, []
-        for inputs, labels in minibatches:
-            if self.optimizer is None:  # every trial has left
-                break
-            sums = None
-            while sums is None and self.optimizer is not None:
-                self.optimizer.zero_grad(set_to_none=True)
-                prob = self(inputs)
-                try:
-                    targets = labels.expand_as(prob)
-                    point_losses = F.binary_cross_entropy(prob, targets, reduction="none")
-                    sums = point_losses.sum(dim=(1, 2))
-                except RuntimeError:
-                    leaving = self.non_finite_trials(prob)
-                    if not leaving:
-                        raise
-                    total = total[self.rows_kept(leaving)]
-                    self.remove(leaving)
-                    diverged += leaving
-            if sums is None or self.optimizer is None:  # every trial diverged
-                break
-            sums.backward(self.gradient(inputs.shape[0]))
-            try:  # free unless it raises: no call in the hot loop
-                self.optimizer.step()
-            except RuntimeError as error:
-                if "overflow" not in str(error):
-                    raise
-                raise StepOverflow(str(error)) from error
-            total += sums.detach()
-            points += inputs.shape[0]
+        with torch.no_grad():
+            for inputs, labels in minibatches:
+                sums = None
+                while sums is None and self.optimizer is not None:
+                    try:
+                        sums = self.train_step(inputs, labels)
+                    except TrialsDiverged as error:
+                        total = total[self.rows_kept(error.trials)]
+                        self.remove(error.trials)
+                        diverged += error.trials
+                if sums is None:  # every trial has left
+                    break
+                total += sums
+                points += inputs.shape[0]
         return EpochLosses(total / max(points, 1), tuple(diverged))
+
+    def train_step(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One minibatch step of every trial: the members' loss sums, batch order. Raises
+        `TrialsDiverged`, having moved no weight, when some trials' probabilities are NaN."""
+        layers = [group.layer_pairs() for group in self.groups]
+        outputs = [
+            step.forward(inputs, pairs, group.size)
+            for pairs, group in zip(layers, self.groups, strict=True)
+        ]
+        prob = torch.cat([last[-1] for last in outputs]) if len(outputs) > 1 else outputs[0][-1]
+        try:
+            sums = step.loss_sums(prob, labels)
+        except RuntimeError:
+            leaving = self.non_finite_trials(prob)
+            if not leaving:
+                raise
+            raise TrialsDiverged(leaving) from None
+        output_grads = step.output_gradient(prob, labels).split(
+            [group.size for group in self.groups]
+        )
+        params, grads = [], []
+        for pairs, group_outputs, output_grad in zip(layers, outputs, output_grads, strict=True):
+            params += step.parameters(pairs)
+            grads += step.backpropagate(inputs, pairs, group_outputs, output_grad)
+        try:
+            step.adam_step(self.optimizer, params, grads)
+        except step.AdamOverflowError as error:
+            raise StepOverflow(str(error)) from error
+        return sums
 
     def non_finite_trials(self, prob: torch.Tensor) -> list[int]:
         """Trials with a member whose probabilities are not all finite."""
@@ -366,7 +381,6 @@ class BatchedMLP(nn.Module):
         carried = dict(self.optimizer.state)
         self.groups = nn.ModuleList(group for group in self.groups if group.keep(leaving, carried))
         self.optimizer = self.new_optimizer(carried) if self.groups else None
-        self._gradients.clear()
         self.member_ids = self.current_member_ids()
 
 

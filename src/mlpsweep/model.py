@@ -6,9 +6,10 @@ members' mean losses, so each member's gradient is exactly its own; Adam is elem
 so the members stay independent while sharing every kernel launch. K=1 is the tutorial's
 network, initialised with the same random draws as its `nn.Linear` layers.
 
-Lightning sees one step per epoch (see `data.EpochLoader`); the minibatch loop runs here
-with the raw optimizer, and per-epoch losses go into a preallocated buffer that is
-written to the logger in chunks, so the hot loop never waits on `.item()`.
+Lightning sees one step per epoch (see `data.EpochLoader`); the minibatch loop runs here,
+each step by `mlpsweep.step` (the same hand-written forward, backward and Adam a batch of
+trials runs), and per-epoch losses go into a preallocated buffer that is written to the
+logger in chunks, so the hot loop never waits on `.item()`.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mlpsweep import step
 from mlpsweep.data import Minibatches
 from mlpsweep.fit_rule import FIT_VAL_ACC, member_fits
+from mlpsweep.step import LayerPairs
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -60,29 +63,9 @@ def draw_members(hidden: int, layers: int, ensemble: int) -> Layers:
     ]
 
 
-def propagate(
-    inputs: torch.Tensor, layers: tuple[tuple[torch.Tensor, torch.Tensor], ...], members: int
-) -> torch.Tensor:
+def propagate(inputs: torch.Tensor, layers: LayerPairs, members: int) -> torch.Tensor:
     """x (N, 1) through every member's sigmoid layers at once: (K, N, 1) probabilities."""
-    activations = inputs.expand(members, -1, -1)
-    for weight, bias in layers:
-        activations = torch.sigmoid(affine(activations, weight, bias))
-    return activations
-
-
-def affine(activations: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """activations (K, N, in) @ weight (K, in, out) + bias (K, 1, out), every member at once.
-
-    The first layer of this 1-D problem is thin (in = 1), and there the CPU's batched matrix
-    product falls to a slow path: for 64 members of width 64 its forward and backward took
-    0.39 ms as `baddbmm` and 0.26 ms as `addcmul`, an elementwise product (exact, so a
-    padded batch computes what a trial alone does). The output layer (out = 1) is slow as
-    `baddbmm` too (0.66 ms), but its fast form, a product and a sum over the hidden units,
-    rounds differently once the batch pads them: trials drifted 2e-4 from their runs alone.
-    `baddbmm` sums each output in order, so padding with zeros leaves it exact."""
-    if weight.shape[1] == 1:  # the input layer: an outer product per member
-        return torch.addcmul(bias, activations, weight)
-    return torch.baddbmm(bias, activations, weight)
+    return step.forward(inputs, layers, members)[-1]
 
 
 def parameter_count(hidden: int, layers: int, inputs: int = 1, outputs: int = 1) -> int:
@@ -104,8 +87,8 @@ class MLP(pl.LightningModule):
 
     - Lightning sees *one step per epoch* (`data.EpochLoader` yields an epoch's minibatches)
       and `training_step` runs the minibatch loop itself (1.45 ms/epoch in the prototype);
-    - it steps the *raw* torch optimizer (`self.raw_optimizer`), not Lightning's wrapper,
-      and calls `backward()` itself instead of `manual_backward`;
+    - it steps the *raw* torch optimizer's state (`self.raw_optimizer`), not Lightning's
+      wrapper, with gradients computed by hand (`mlpsweep.step`), not `manual_backward`;
     - `__setattr__` short-cuts one attribute Lightning writes ~30 times an epoch (~0.1 ms).
 
     What follows, pinned by `tests/test_model.py` so that a change is deliberate:
@@ -224,33 +207,34 @@ class MLP(pl.LightningModule):
     def training_step(self, minibatches: Minibatches, batch_idx: int) -> None:
         """One epoch: the tutorial's minibatch loop over all members at once.
 
-        Backward runs on each member's *summed* BCE with gradient 1/n, which is exactly the
-        gradient of the sum of the members' means, without the mean and sum kernels; the
-        epoch's loss is those sums over the epoch's points.
+        Each step is `mlpsweep.step`'s hand-written forward, BCE, backward and Adam, as a
+        batch of trials runs it, so a trial trains here exactly as it does in a batch. The
+        gradient is that of the sum of the members' mean BCE, so each member's is its own;
+        the epoch's loss is the members' BCE summed over the epoch's points, over the points.
         """
         optimizer, members, layers = self.raw_optimizer, self.ensemble, self.layer_pairs()
+        params = step.parameters(layers)
         total = torch.zeros(members)
         points = 0
-        for inputs, labels in minibatches:
-            optimizer.zero_grad(set_to_none=True)
-            sums = self.checked_loss_sums(propagate(inputs, layers, members), labels)
-            sums.backward(torch.full((members,), 1.0 / inputs.shape[0]))
-            try:  # free unless it raises: no call in the hot loop
-                optimizer.step()
-            except RuntimeError as error:
-                if "overflow" not in str(error):
-                    raise
-                raise self.step_overflow() from error
-            total += sums.detach()
-            points += inputs.shape[0]
+        with torch.no_grad():
+            for inputs, labels in minibatches:
+                outputs = step.forward(inputs, layers, members)
+                sums = self.checked_loss_sums(outputs[-1], labels)
+                output_grad = step.output_gradient(outputs[-1], labels)
+                grads = step.backpropagate(inputs, layers, outputs, output_grad)
+                try:
+                    step.adam_step(optimizer, params, grads)
+                except step.AdamOverflowError as error:
+                    raise self.step_overflow() from error
+                total += sums
+                points += inputs.shape[0]
         self.epoch_losses[self.current_epoch] = total / points
         self.epochs_trained = self.current_epoch + 1
 
     def checked_loss_sums(self, prob: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Members' summed BCE; NaN probabilities (diverged weights) become NonFiniteLossError."""
         try:
-            losses = F.binary_cross_entropy(prob, labels.expand_as(prob), reduction="none")
-            return losses.sum(dim=(1, 2))
+            return step.loss_sums(prob, labels)
         except RuntimeError as error:  # BCE rejects NaN probabilities before any loss exists
             if torch.isfinite(prob).all():
                 raise

@@ -1,0 +1,166 @@
+"""One optimizer step of the batched sigmoid MLP, by hand: forward, BCE, backward, Adam.
+
+`MLP` (one run) and `BatchedMLP` (many trials as one network) both train through these
+functions, so a trial computes the same numbers in a batch as alone. Why by hand: at these
+sizes a step is a few dozen small kernels, and what autograd and `Adam.step` add around them
+cost more than the arithmetic for most of the map. Measured per epoch (4 steps, 1 thread)
+for a batch of 16 cells x 4 members: one hidden layer of 1..16 units 2.8 -> 1.7 ms, of
+49..64 units 5.2 -> 3.3 ms; four hidden layers of 49..64 units 26 -> 19-24 ms.
+
+- **Backward** calls the kernels autograd's formulas call, in the same order
+  (`binary_cross_entropy_backward`, `sigmoid_backward`, `bmm` with a transposed operand,
+  `sum` over the broadcast dimension), so every gradient is autograd's bit for bit
+  (`tests/test_step.py`), and a run trains as it did before this module existed. One
+  kernel differs: the gradient flowing back from the single output unit is an outer
+  product, which `bmm` computes on a slow path (0.28 ms at 64 members x 64 units) and an
+  elementwise product computes exactly, with the same bits, in 0.03 ms.
+- **Adam** is `Adam(fused=True)`'s kernel called on the optimizer's own state: its
+  `step()` regroups and checks the tensors in Python on every call (0.16-1 ms a step).
+  `fused_adam: false` keeps `optimizer.step()`.
+- Nothing here builds an autograd graph: callers run under `torch.no_grad()`.
+
+Kept as they are, measured: the output unit's weight gradient stays a `bmm` (0.17 ms at
+64 x 64). A product and a sum over the points is 4x faster, but that sum rounds by the
+tensor's width and member count, and a trial then drifted 2e-4 from itself alone in
+`test_batch_sweep`; `bmm` gave the same bits at every width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+# per layer: weights (K, in, out) and biases (K, 1, out) of all members
+LayerPairs = Sequence[tuple[torch.Tensor, torch.Tensor]]
+
+
+def affine(activations: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """activations (K, N, in) @ weight (K, in, out) + bias (K, 1, out), every member at once.
+
+    The first layer of this 1-D problem is thin (in = 1), and there the CPU's batched matrix
+    product falls to a slow path: for 64 members of width 64 its forward and backward took
+    0.39 ms as `baddbmm` and 0.26 ms as `addcmul`, an elementwise product (exact, so a
+    padded batch computes what a trial alone does). The output layer (out = 1) is slow as
+    `baddbmm` too (0.2 ms forward), but its fast form, a product and a sum over the hidden
+    units, rounds differently once the batch pads them: trials drifted 2e-4 from their runs
+    alone. `baddbmm` gave the same bits at every padded width."""
+    if weight.shape[1] == 1:  # the input layer: an outer product per member
+        return torch.addcmul(bias, activations, weight)
+    return torch.baddbmm(bias, activations, weight)
+
+
+def forward(inputs: torch.Tensor, layers: LayerPairs, members: int) -> list[torch.Tensor]:
+    """x (N, 1) through every member's sigmoid layers: each layer's output (K, N, width), the
+    last one the probabilities (K, N, 1). Backward needs them all."""
+    activations = inputs.expand(members, -1, -1)
+    outputs = []
+    for weight, bias in layers:
+        activations = torch.sigmoid(affine(activations, weight, bias))
+        outputs.append(activations)
+    return outputs
+
+
+def loss_sums(prob: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each member's BCE summed over the points: shape (K,). BCE raises a RuntimeError on
+    NaN probabilities, before any loss exists; callers turn it into their own exit."""
+    losses = F.binary_cross_entropy(prob, labels.expand_as(prob), reduction="none")
+    return losses.sum(dim=(1, 2))
+
+
+def output_gradient(prob: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """d(sum of the members' mean BCE) / d(output pre-activation), shape (K, N, 1): what
+    autograd computes from `loss_sums(...).backward(1/N per member)`."""
+    per_point = torch.full((), 1.0 / prob.shape[1])
+    targets = labels.expand_as(prob)
+    grad_prob = torch.ops.aten.binary_cross_entropy_backward(per_point, prob, targets, None, 0)
+    return torch.ops.aten.sigmoid_backward(grad_prob, prob)
+
+
+def backpropagate(
+    inputs: torch.Tensor,
+    layers: LayerPairs,
+    outputs: Sequence[torch.Tensor],
+    output_grad: torch.Tensor,
+) -> list[torch.Tensor]:
+    """The gradients of every weight, then every bias (the order of `parameters(layers)`),
+    from `output_grad` (see `output_gradient`) back through the layers `forward` ran."""
+    depth = len(layers) - 1
+    weight_grads: list[torch.Tensor] = []  # output layer first, reversed at the end
+    bias_grads: list[torch.Tensor] = []
+    grad = output_grad
+    for layer in range(depth, -1, -1):
+        bias_grads.append(grad.sum(dim=1, keepdim=True))
+        if layer == 0:  # addcmul's weight: x (K, N, 1) * grad, summed over the points
+            weight_grads.append((grad * inputs).sum(dim=1, keepdim=True))
+            break
+        below, weight = outputs[layer - 1], layers[layer][0]
+        weight_grads.append(below.transpose(1, 2).bmm(grad))
+        if layer == depth:  # one output unit: an outer product (see the module's docstring)
+            below_grad = grad * weight.transpose(1, 2)
+        else:
+            below_grad = grad.bmm(weight.transpose(1, 2))
+        grad = torch.ops.aten.sigmoid_backward(below_grad, below)
+    return [*reversed(weight_grads), *reversed(bias_grads)]
+
+
+def parameters(layers: LayerPairs) -> list[torch.Tensor]:
+    """Every weight, then every bias: the order `backpropagate` returns gradients in."""
+    return [weight for weight, _ in layers] + [bias for _, bias in layers]
+
+
+class AdamOverflowError(RuntimeError):
+    """The per-tensor Adam refused a step beyond float32's range (lr / (1 - beta1) at the first
+    step, so lr >= 3.4e37); the fused kernel writes inf instead, and the next loss is NaN."""
+
+
+def adam_step(
+    optimizer: torch.optim.Adam, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]
+) -> None:
+    """One Adam step of `params` (all of `optimizer`'s, in any order) with `grads`.
+
+    Fused: the kernel `Adam(fused=True).step()` calls (`torch.optim.adam._fused_adam`), on
+    the optimizer's state, created as `Adam` creates it; so checkpoints, resuming and the
+    per-tensor Adam all see the usual state. Not fused: `optimizer.step()` itself."""
+    group = optimizer.param_groups[0]
+    if not group["fused"]:
+        for param, grad in zip(params, grads, strict=True):
+            param.grad = grad
+        try:
+            optimizer.step()
+        except RuntimeError as error:
+            if "overflow" not in str(error):
+                raise
+            raise AdamOverflowError(str(error)) from error
+        return
+    states = [adam_state(optimizer, param) for param in params]
+    steps = [state["step"] for state in states]
+    torch._foreach_add_(steps, 1)
+    beta1, beta2 = group["betas"]
+    torch._fused_adam_(
+        list(params),
+        [grad.contiguous() for grad in grads],
+        [state["exp_avg"] for state in states],
+        [state["exp_avg_sq"] for state in states],
+        [],
+        steps,
+        amsgrad=False,
+        lr=group["lr"],
+        beta1=beta1,
+        beta2=beta2,
+        weight_decay=group["weight_decay"],
+        eps=group["eps"],
+        maximize=False,
+    )
+
+
+def adam_state(optimizer: torch.optim.Adam, param: torch.Tensor) -> dict[str, torch.Tensor]:
+    """`param`'s Adam state, created on first use exactly as `Adam._init_group` does for the
+    fused kernel (a float32 step tensor, zeroed moments)."""
+    state = optimizer.state[param]
+    if not state:
+        state["step"] = torch.zeros((), dtype=torch.float32)
+        state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+    return state

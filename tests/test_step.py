@@ -1,0 +1,129 @@
+"""The hand-written step (`mlpsweep.step`) against what it replaces: autograd's gradients,
+`Adam(fused=True).step()`, and a trial alone against the same trial padded into a batch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mlpsweep import step
+from mlpsweep.batch_model import PADDED_BIAS, pad_to, width_dims
+from mlpsweep.model import draw_members
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def minibatch(points: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Standardised x in (-1.7, 1.7) and 0/1 labels, like the tutorial's data."""
+    generator = torch.Generator().manual_seed(seed)
+    inputs = torch.rand(points, 1, generator=generator) * 3.4 - 1.7
+    labels = (torch.rand(points, 1, generator=generator) > 0.5).to(torch.float32)
+    return inputs, labels
+
+
+def network(hidden: int, layers: int, members: int, seed: int = 0) -> step.LayerPairs:
+    torch.manual_seed(seed)
+    return [(w.clone(), b.clone()) for w, b in draw_members(hidden, layers, members)]
+
+
+def hand_gradients(layers, inputs, labels) -> list[torch.Tensor]:
+    members = layers[0][0].shape[0]
+    outputs = step.forward(inputs, layers, members)
+    return step.backpropagate(
+        inputs, layers, outputs, step.output_gradient(outputs[-1], labels)
+    )
+
+
+def autograd_gradients(layers, inputs, labels) -> list[torch.Tensor]:
+    """What the project computed before the step was written by hand."""
+    params = [t.clone().requires_grad_() for t in step.parameters(layers)]
+    depth = len(layers)
+    pairs = list(zip(params[:depth], params[depth:], strict=True))
+    members = pairs[0][0].shape[0]
+    sums = step.loss_sums(step.forward(inputs, pairs, members)[-1], labels)
+    sums.backward(torch.full((members,), 1.0 / inputs.shape[0]))
+    return [param.grad for param in params]
+
+
+@pytest.mark.parametrize(("hidden", "layers", "points"), [(20, 1, 32), (7, 3, 32), (12, 2, 4)])
+def test_gradients_are_autograds_bit_for_bit(hidden, layers, points):
+    net = network(hidden, layers, members=3)
+    inputs, labels = minibatch(points)
+    ours, theirs = hand_gradients(net, inputs, labels), autograd_gradients(net, inputs, labels)
+    assert len(ours) == len(theirs) == 2 * (layers + 1)
+    for index, (mine, reference) in enumerate(zip(ours, theirs, strict=True)):
+        assert mine.shape == reference.shape, index
+        assert torch.equal(mine, reference), f"gradient {index} differs from autograd's"
+
+
+def padded(layers, width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`layers` grown to `width` hidden units the way a batch pads a trial."""
+    depth = len(layers) - 1
+    return [
+        (
+            pad_to(weight, width_dims(layer, depth, True), width),
+            pad_to(bias, width_dims(layer, depth, False), width, PADDED_BIAS),
+        )
+        for layer, (weight, bias) in enumerate(layers)
+    ]
+
+
+@pytest.mark.parametrize("hidden", [1, 5, 20, 33, 63])
+@pytest.mark.parametrize("points", [32, 4])
+def test_padding_receives_nothing_and_changes_the_real_units_by_rounding_only(hidden, points):
+    """Why a batch trains each trial as alone: every output and gradient of padding is exactly
+    0, and the real units' numbers differ only where a kernel sums in a width-dependent order
+    (MKL's small-matrix paths, the sum over points): by a float32 rounding, not more."""
+    layers, width = 3, 64
+    net = network(hidden, layers, members=4, seed=hidden)
+    inputs, labels = minibatch(points, seed=hidden)
+    wide = padded(net, width)
+    outputs = zip(step.forward(inputs, net, 4), step.forward(inputs, wide, 4), strict=True)
+    grads = zip(
+        hand_gradients(net, inputs, labels), hand_gradients(wide, inputs, labels), strict=True
+    )
+    pairs = [*outputs, *grads]
+    for alone, batched in pairs:
+        real = tuple(slice(0, size) for size in alone.shape)
+        scale = float(alone.abs().max())
+        torch.testing.assert_close(batched[real], alone, rtol=0, atol=1e-6 * scale)
+        padding = batched.clone()
+        padding[real] = 0.0
+        assert (padding == 0).all(), "padding got an output or a gradient"
+
+
+def test_adam_step_is_fused_adams_step_bit_for_bit_with_the_same_state():
+    torch.manual_seed(0)
+    ours = [torch.randn(4, 8, 8), torch.randn(4, 1, 8)]
+    theirs = [tensor.clone().requires_grad_() for tensor in ours]
+    our_adam = torch.optim.Adam(ours, lr=0.05, fused=True)
+    their_adam = torch.optim.Adam(theirs, lr=0.05, fused=True)
+    for _ in range(3):
+        grads = [torch.randn_like(tensor) for tensor in ours]
+        step.adam_step(our_adam, ours, grads)
+        for param, grad in zip(theirs, grads, strict=True):
+            param.grad = grad.clone()
+        their_adam.step()
+    for mine, reference in zip(ours, theirs, strict=True):
+        assert torch.equal(mine, reference.detach())
+        mine_state, reference_state = our_adam.state[mine], their_adam.state[reference]
+        assert mine_state.keys() == reference_state.keys()
+        for key, value in reference_state.items():
+            assert value.dtype == mine_state[key].dtype and torch.equal(mine_state[key], value), key
+    # the state is Adam's own: a checkpoint of it resumes in a plain Adam
+    restored = torch.optim.Adam([t.clone() for t in ours], lr=0.05, fused=True)
+    restored.load_state_dict(our_adam.state_dict())
+    assert float(restored.state_dict()["state"][0]["step"]) == 3.0
+
+
+def test_adam_step_without_fusing_is_optimizer_step_and_names_an_overflow():
+    params = [torch.zeros(2, 1, 3)]
+    adam = torch.optim.Adam(params, lr=1e39, fused=False)
+    with pytest.raises(step.AdamOverflowError, match="overflow"):
+        step.adam_step(adam, params, [torch.ones(2, 1, 3)])
