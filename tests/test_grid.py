@@ -1,4 +1,4 @@
-"""`sweep=grid`: every cell of `sweep.space` trained once, in (layers, hidden) order.
+"""`sweep=grid`: every cell of `sweep.space` trained once, deepest first, then by width.
 
 The grid's expansion and order are checked on Optuna objects alone; real tiny grids (30
 epochs) check coverage and resume; `python src/sweep.py` subprocesses check what a user sees
@@ -78,7 +78,7 @@ def test_the_default_grid_is_the_full_default_space_with_ensembles_of_four() -> 
     assert parse_settings(compose(["sweep=grid", *SMALL_GRID])).n_trials == 6
 
 
-def test_the_ordered_grid_walks_layers_then_hidden_then_other_keys() -> None:
+def test_the_ordered_grid_walks_deepest_first_then_hidden_then_other_keys() -> None:
     space = {"model.lr": [0.1, 0.01], "model.hidden": [1, 2, 3], "model.layers": [1, 2]}
     study = optuna.create_study(sampler=OrderedGridSampler(space))
     order = []
@@ -90,8 +90,9 @@ def test_the_ordered_grid_walks_layers_then_hidden_then_other_keys() -> None:
         )
         order.append(params)
         study.tell(trial, 0.0)  # the last tell must not raise (GridSampler's study.stop())
-    # values in the order each key lists them (lr 0.1 before 0.01), layers most significant
-    assert order == list(itertools.product([1, 2], [1, 2, 3], [0.1, 0.01]))
+    # layers most significant, deepest first; the others in the order each key lists them
+    # (lr 0.1 before 0.01)
+    assert order == list(itertools.product([2, 1], [1, 2, 3], [0.1, 0.01]))
 
 
 def test_a_grid_without_layers_or_hidden_is_ordered_by_key_name() -> None:
@@ -133,9 +134,9 @@ def test_a_small_grid_trains_each_cell_exactly_once(small_grid) -> None:
     assert all(len(t.user_attrs["metrics"]) > 0 for t in study.get_trials())
 
 
-def test_the_grid_trains_in_layers_then_hidden_order(small_grid) -> None:
+def test_the_grid_trains_deepest_first_then_by_hidden(small_grid) -> None:
     _, study = small_grid
-    assert cells(study) == sorted(SMALL_CELLS, key=lambda cell: (cell[1], cell[0]))
+    assert cells(study) == sorted(SMALL_CELLS, key=lambda cell: (-cell[1], cell[0]))
 
 
 def test_re_running_a_finished_grid_trains_nothing(small_grid) -> None:
