@@ -239,8 +239,8 @@ def main(argv: list[str]) -> int:
             print("tpe", file=sys.stderr)
             timings = interleaved({
                 "sweep.batch=1": ["sweep.batch=1"],
-                "sweep.batch=4": ["sweep.batch=4"],
-                "default batch (8)": [],
+                "sweep.batch=4 (the default)": [],
+                "sweep.batch=8": ["sweep.batch=8"],
             }, args.long_repeats, tmp, "tpe")
             lines += ["### Default TPE sweep (`make sweep`, 40 trials), 2 workers", "",
                       *section_rows(timings, "sweep.batch=1"), "",
