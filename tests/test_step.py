@@ -127,3 +127,19 @@ def test_adam_step_without_fusing_is_optimizer_step_and_names_an_overflow():
     adam = torch.optim.Adam(params, lr=1e39, fused=False)
     with pytest.raises(step.AdamOverflowError, match="overflow"):
         step.adam_step(adam, params, [torch.ones(2, 1, 3)])
+
+
+def test_adam_options_the_direct_kernel_call_does_not_pass_on_go_through_adam_step():
+    torch.manual_seed(1)
+    ours = [torch.randn(3, 4, 4)]
+    theirs = [ours[0].clone().requires_grad_()]
+    our_adam = torch.optim.Adam(ours, lr=0.05, fused=True, amsgrad=True)
+    their_adam = torch.optim.Adam(theirs, lr=0.05, fused=True, amsgrad=True)
+    for scale in (1.0, 0.01):  # a smaller second gradient: amsgrad keeps the larger moment
+        grad = torch.randn(3, 4, 4) * scale
+        step.adam_step(our_adam, ours, [grad])
+        theirs[0].grad = grad.clone()
+        their_adam.step()
+    assert torch.equal(ours[0], theirs[0].detach())
+    assert "max_exp_avg_sq" in our_adam.state[ours[0]]
+

@@ -122,9 +122,10 @@ def adam_step(
 
     Fused: the kernel `Adam(fused=True).step()` calls (`torch.optim.adam._fused_adam`), on
     the optimizer's state, created as `Adam` creates it; so checkpoints, resuming and the
-    per-tensor Adam all see the usual state. Not fused: `optimizer.step()` itself."""
+    per-tensor Adam all see the usual state. Not fused (or with an option the direct call
+    does not pass on, amsgrad or maximize): `optimizer.step()` itself."""
     group = optimizer.param_groups[0]
-    if not group["fused"]:
+    if not group["fused"] or group["amsgrad"] or group["maximize"]:
         for param, grad in zip(params, grads, strict=True):
             param.grad = grad
         try:
