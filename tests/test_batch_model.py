@@ -24,13 +24,8 @@ MIXED = (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Training runs on one thread, as `trainer.threads=1`: tiny matrices thrash on more."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# training runs on one thread, as `trainer.threads=1` (conftest's fixture)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

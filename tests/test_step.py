@@ -10,13 +10,9 @@ from mlpsweep import step
 from mlpsweep.batch_model import PADDED_BIAS, pad_to, width_dims
 from mlpsweep.model import draw_members
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# on one thread, as training runs (`trainer.threads=1`): a kernel's rounding can follow its
+# thread count
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def minibatch(points: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
