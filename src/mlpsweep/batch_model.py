@@ -55,6 +55,23 @@ class TrialsDiverged(Exception):
 
 
 @dataclass(frozen=True)
+class StepPlan:
+    """What every step of a batch needs from its depth groups, taken once per change of the
+    batch (its start and each departure), not once per minibatch: each group's (weight, bias)
+    pairs and member count, and all parameters in the order their gradients come."""
+
+    layers: tuple[tuple[tuple[nn.Parameter, nn.Parameter], ...], ...]
+    sizes: tuple[int, ...]
+    params: tuple[nn.Parameter, ...]
+
+    @classmethod
+    def of(cls, groups: Sequence[DepthGroup]) -> StepPlan:
+        layers = tuple(group.layer_pairs() for group in groups)
+        params = tuple(param for pairs in layers for param in step.parameters(pairs))
+        return cls(layers, tuple(group.size for group in groups), params)
+
+
+@dataclass(frozen=True)
 class EpochLosses:
     """One epoch's result: the mean loss of every member still in the batch (batch order),
     and the trials whose probabilities became NaN during it (already removed)."""
@@ -230,6 +247,7 @@ class BatchedMLP(nn.Module):
         self.first_member = firsts[:-1]  # a trial's first member id, in the original trial order
         self.optimizer: torch.optim.Adam | None = self.new_optimizer({})
         self.member_ids = self.current_member_ids()
+        self.plan = StepPlan.of(self.groups)
 
     # ---- who is where ----------------------------------------------------------------
 
@@ -314,10 +332,10 @@ class BatchedMLP(nn.Module):
     def train_step(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """One minibatch step of every trial: the members' loss sums, batch order. Raises
         `TrialsDiverged`, having moved no weight, when some trials' probabilities are NaN."""
-        layers = [group.layer_pairs() for group in self.groups]
+        plan = self.plan
         outputs = [
-            step.forward(inputs, pairs, group.size)
-            for pairs, group in zip(layers, self.groups, strict=True)
+            step.forward(inputs, pairs, size)
+            for pairs, size in zip(plan.layers, plan.sizes, strict=True)
         ]
         prob = torch.cat([last[-1] for last in outputs]) if len(outputs) > 1 else outputs[0][-1]
         try:
@@ -327,15 +345,14 @@ class BatchedMLP(nn.Module):
             if not leaving:
                 raise
             raise TrialsDiverged(leaving) from None
-        output_grads = step.output_gradient(prob, labels).split(
-            [group.size for group in self.groups]
-        )
-        params, grads = [], []
-        for pairs, group_outputs, output_grad in zip(layers, outputs, output_grads, strict=True):
-            params += step.parameters(pairs)
+        output_grads = step.output_gradient(prob, labels).split(plan.sizes)
+        grads = []
+        for pairs, group_outputs, output_grad in zip(
+            plan.layers, outputs, output_grads, strict=True
+        ):
             grads += step.backpropagate(inputs, pairs, group_outputs, output_grad)
         try:
-            step.adam_step(self.optimizer, params, grads)
+            step.adam_step(self.optimizer, plan.params, grads)
         except step.AdamOverflowError as error:
             raise StepOverflow(str(error)) from error
         return sums
@@ -382,6 +399,7 @@ class BatchedMLP(nn.Module):
         self.groups = nn.ModuleList(group for group in self.groups if group.keep(leaving, carried))
         self.optimizer = self.new_optimizer(carried) if self.groups else None
         self.member_ids = self.current_member_ids()
+        self.plan = StepPlan.of(self.groups)
 
 
 def accuracy(prob: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
