@@ -266,6 +266,7 @@ def header(args: argparse.Namespace) -> list[str]:
         "- speed probe: one bare batched epoch of 16 one-layer cells, in ms, taken just before "
         "each run (about 1.5-1.6 on a quiet machine here with the hand-written step, 2.6-2.8 "
         "before it; more means the host was slower then, which the load average does not show)",
+        "- the map's runs over time and what stands in the way: `benchmarks/analysis.md` (by hand)",
         "",
     ]
 
