@@ -271,6 +271,14 @@ def header(args: argparse.Namespace) -> list[str]:
     ]
 
 
+def marked_section(text: str) -> str:
+    """This script's section of a results.md text, markers included ("" when it has none):
+    `run.py` keeps it when it rewrites the rest of the file."""
+    if BEGIN in text and END in text:
+        return text[text.index(BEGIN) : text.index(END) + len(END)]
+    return ""
+
+
 def write_section(text: str) -> None:
     """Put the section into results.md between the markers, replacing an earlier one."""
     old = RESULTS.read_text() if RESULTS.exists() else ""

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from batch_bench import marked_section
 from loops import Timing, eager_floor, tutorial_loop
 from sweep_bench import measure as sweep_side_by_side
 
@@ -399,7 +400,9 @@ def main(argv: list[str]) -> int:
         rows, measured, startup, args, default_threads, time.perf_counter() - started, sweep_lines
     )
     print(text)
-    args.out.write_text(text)
+    # batch_bench.py's section (the second half of `make bench`) stays until it rewrites it
+    kept = marked_section(args.out.read_text()) if args.out.exists() else ""
+    args.out.write_text(f"{text.rstrip()}\n\n{kept}\n" if kept else text)
     print(f"written to {args.out}", file=sys.stderr)
     return 0
 

@@ -136,6 +136,11 @@ def measure(trials: int, epochs: int, extra: list[str] = ()) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="mlpsweep-sweep-bench-") as tmp:
         naive = naive_sweep(trials, epochs, Path(tmp))
         project = project_sweep(trials, epochs, Path(tmp), list(extra), naive.best_val_acc)
+        # the default batch keeps 8 trials in flight, much of a 16-trial budget: one trial at a
+        # time beside it shows what that costs TPE's search (benchmarks/analysis.md)
+        one_at_a_time = project_sweep(
+            trials, epochs, Path(tmp) / "batch1", [*extra, "sweep.batch=1"], naive.best_val_acc
+        )
     speedup = naive.wall_s / project.wall_s
     as_good = project.best_val_acc >= naive.best_val_acc
     lines = [
@@ -148,7 +153,7 @@ def measure(trials: int, epochs: int, extra: list[str] = ()) -> list[str]:
         "| sweep | wall s | best val/acc | best architecture | work |",
         "| --- | ---: | ---: | --- | --- |",
     ]
-    for row in (naive, project):
+    for row in (naive, project, one_at_a_time):
         lines.append(
             f"| {row.label} | {row.wall_s:.1f} | {row.best_val_acc:.4f} "
             f"| {row.best_params} | {row.detail} |"
@@ -168,6 +173,8 @@ def measure(trials: int, epochs: int, extra: list[str] = ()) -> list[str]:
             if project.match_s
             else "never within its budget"
         ),
+        f"- the same with `sweep.batch=1`: {naive.wall_s / one_at_a_time.wall_s:.2f}x, "
+        f"best val/acc {one_at_a_time.best_val_acc:.4f}",
     ]
     if speedup < TARGET_SPEEDUP:
         lines += ["", WHY_NOT_4X]
