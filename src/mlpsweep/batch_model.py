@@ -60,15 +60,14 @@ class StepPlan:
     batch (its start and each departure), not once per minibatch: each group's (weight, bias)
     pairs and member count, and all parameters in the order their gradients come."""
 
-    layers: tuple[tuple[tuple[nn.Parameter, nn.Parameter], ...], ...]
-    sizes: tuple[int, ...]
+    groups: tuple[tuple[tuple[tuple[nn.Parameter, nn.Parameter], ...], int], ...]
     params: tuple[nn.Parameter, ...]
 
     @classmethod
     def of(cls, groups: Sequence[DepthGroup]) -> StepPlan:
-        layers = tuple(group.layer_pairs() for group in groups)
-        params = tuple(param for pairs in layers for param in step.parameters(pairs))
-        return cls(layers, tuple(group.size for group in groups), params)
+        pairs = tuple((group.layer_pairs(), group.size) for group in groups)
+        params = tuple(param for layers, _ in pairs for param in step.parameters(layers))
+        return cls(pairs, params)
 
 
 @dataclass(frozen=True)
@@ -330,32 +329,20 @@ class BatchedMLP(nn.Module):
         return EpochLosses(total / max(points, 1), tuple(diverged))
 
     def train_step(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """One minibatch step of every trial: the members' loss sums, batch order. Raises
-        `TrialsDiverged`, having moved no weight, when some trials' probabilities are NaN."""
-        plan = self.plan
-        outputs = [
-            step.forward(inputs, pairs, size)
-            for pairs, size in zip(plan.layers, plan.sizes, strict=True)
-        ]
-        prob = torch.cat([last[-1] for last in outputs]) if len(outputs) > 1 else outputs[0][-1]
+        """One minibatch step of every trial (`step.train_step`): the members' loss sums, batch
+        order. Raises `TrialsDiverged`, having moved no weight, when some trials'
+        probabilities are NaN."""
         try:
-            sums = step.loss_sums(prob, labels)
-        except RuntimeError:
-            leaving = self.non_finite_trials(prob)
-            if not leaving:
+            return step.train_step(
+                inputs, labels, self.plan.groups, self.plan.params, self.optimizer
+            )
+        except step.NonFiniteProbabilities as error:
+            leaving = self.non_finite_trials(error.prob)
+            if not leaving:  # NaN outside every trial's rows cannot be: a bug, not a divergence
                 raise
             raise TrialsDiverged(leaving) from None
-        output_grads = step.output_gradient(prob, labels).split(plan.sizes)
-        grads = []
-        for pairs, group_outputs, output_grad in zip(
-            plan.layers, outputs, output_grads, strict=True
-        ):
-            grads += step.backpropagate(inputs, pairs, group_outputs, output_grad)
-        try:
-            step.adam_step(self.optimizer, plan.params, grads)
         except step.AdamOverflowError as error:
             raise StepOverflow(str(error)) from error
-        return sums
 
     def non_finite_trials(self, prob: torch.Tensor) -> list[int]:
         """Trials with a member whose probabilities are not all finite."""

@@ -212,33 +212,21 @@ class MLP(pl.LightningModule):
         gradient is that of the sum of the members' mean BCE, so each member's is its own;
         the epoch's loss is the members' BCE summed over the epoch's points, over the points.
         """
-        optimizer, members, layers = self.raw_optimizer, self.ensemble, self.layer_pairs()
-        params = step.parameters(layers)
-        total = torch.zeros(members)
+        layers = self.layer_pairs()
+        groups, params = [(layers, self.ensemble)], step.parameters(layers)
+        total = torch.zeros(self.ensemble)
         points = 0
         with torch.no_grad():
             for inputs, labels in minibatches:
-                outputs = step.forward(inputs, layers, members)
-                sums = self.checked_loss_sums(outputs[-1], labels)
-                output_grad = step.output_gradient(outputs[-1], labels)
-                grads = step.backpropagate(inputs, layers, outputs, output_grad)
                 try:
-                    step.adam_step(optimizer, params, grads)
+                    total += step.train_step(inputs, labels, groups, params, self.raw_optimizer)
+                except step.NonFiniteProbabilities as error:
+                    raise self.non_finite(self.current_epoch) from error
                 except step.AdamOverflowError as error:
                     raise self.step_overflow() from error
-                total += sums
                 points += inputs.shape[0]
         self.epoch_losses[self.current_epoch] = total / points
         self.epochs_trained = self.current_epoch + 1
-
-    def checked_loss_sums(self, prob: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Members' summed BCE; NaN probabilities (diverged weights) become NonFiniteLossError."""
-        try:
-            return step.loss_sums(prob, labels)
-        except RuntimeError as error:  # BCE rejects NaN probabilities before any loss exists
-            if torch.isfinite(prob).all():
-                raise
-            raise self.non_finite(self.current_epoch) from error
 
     def step_overflow(self, epoch: int | None = None) -> NonFiniteLossError:
         """A step too large for float32 ends the run like a non-finite loss.

@@ -105,6 +105,45 @@ def backpropagate(
     return [*reversed(weight_grads), *reversed(bias_grads)]
 
 
+class NonFiniteProbabilities(RuntimeError):
+    """A forward pass gave NaN probabilities (diverged weights); BCE refused them, so no loss
+    exists and no weight moved. `prob` is the step's probabilities (K, N, 1), for the caller
+    to tell whose they are."""
+
+    def __init__(self, prob: torch.Tensor) -> None:
+        super().__init__("the forward pass gave non-finite probabilities")
+        self.prob = prob
+
+
+def train_step(
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    groups: Sequence[tuple[LayerPairs, int]],
+    params: Sequence[torch.Tensor],
+    optimizer: torch.optim.Adam,
+) -> torch.Tensor:
+    """One minibatch step of one or more networks that share an optimizer: `groups` are their
+    (layers, members), `params` all their parameters in `parameters` order, group by group.
+    Returns every member's summed BCE (groups in order). `MLP` runs one group, a batch of
+    trials one per depth, so both train through this one function.
+
+    Raises `NonFiniteProbabilities` before any weight moves, and `AdamOverflowError`."""
+    outputs = [forward(inputs, layers, members) for layers, members in groups]
+    prob = outputs[0][-1] if len(outputs) == 1 else torch.cat([last[-1] for last in outputs])
+    try:
+        sums = loss_sums(prob, labels)
+    except RuntimeError as error:  # BCE rejects NaN probabilities before any loss exists
+        if torch.isfinite(prob).all():
+            raise
+        raise NonFiniteProbabilities(prob) from error
+    output_grads = output_gradient(prob, labels).split([members for _, members in groups])
+    grads = []
+    for (layers, _), group_outputs, output_grad in zip(groups, outputs, output_grads, strict=True):
+        grads += backpropagate(inputs, layers, group_outputs, output_grad)
+    adam_step(optimizer, params, grads)
+    return sums
+
+
 def parameters(layers: LayerPairs) -> list[torch.Tensor]:
     """Every weight, then every bias: the order `backpropagate` returns gradients in."""
     return [weight for weight, _ in layers] + [bias for _, bias in layers]
