@@ -8,8 +8,10 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from mlpsweep.batch_model import BatchedMLP, TrialSpec, width_dims
+from mlpsweep.batch_model import BatchedMLP, TrialSpec
 from mlpsweep.data import PiecewiseDataModule
+from mlpsweep.layout import OUTPUT_BIAS_SLOTS
+from mlpsweep.layout import hidden_dims as width_dims
 from mlpsweep.model import MLP
 from mlpsweep.training import build
 
@@ -106,12 +108,17 @@ def test_every_trial_starts_from_the_weights_it_would_draw_alone(make_cfg):
             assert torch.equal(ours[key], tensor), f"trial {trial_id} {key}"
 
 
-def test_padding_starts_inert_and_the_groups_are_padded_to_their_widest():
+def test_padding_starts_inert_and_a_group_holds_one_depth_at_one_canonical_width():
     batch = BatchedMLP(MIXED, LR)
-    assert [(g.depth, g.width, g.size) for g in batch.groups] == [(1, 7, 3), (2, 5, 3), (3, 2, 1)]
-    assert batch.groups[0].weights[0].shape == (3, 1, 7)
-    assert batch.groups[1].weights[1].shape == (3, 5, 5)
-    assert batch.groups[1].weights[2].shape == (3, 5, 1)
+    assert [(g.depth, g.width, g.size) for g in batch.groups] == [
+        (1, 16, 3), (2, 16, 3), (3, 16, 1)
+    ]
+    assert batch.groups[0].weights[0].shape == (3, 1, 16)
+    assert batch.groups[1].weights[1].shape == (3, 16, 16)
+    assert batch.groups[1].weights[2].shape == (3, 16, 1)
+    assert batch.groups[1].biases[2].shape == (3, 1, OUTPUT_BIAS_SLOTS)
+    split = BatchedMLP([MIXED[0], TrialSpec(hidden=20, layers=1, ensemble=2, seed=9)], LR)
+    assert [(g.depth, g.width, g.size) for g in split.groups] == [(1, 16, 2), (1, 32, 2)]
     entries = padded_entries(batch)
     assert sum(e.numel() for e in entries["weights"]) > 0
     assert sum(e.numel() for e in entries["biases"]) > 0
@@ -137,9 +144,7 @@ def test_each_trials_losses_in_a_mixed_batch_match_the_trial_trained_alone(data)
     for trial_id, spec in enumerate(MIXED):
         own = batched[:, batch.trial_rows(trial_id)]
         reference = train_alone(alone(spec, lr), data, epochs)
-        assert torch.allclose(own, reference, rtol=0, atol=1e-5), (
-            f"trial {trial_id}: {(own - reference).abs().max()}"
-        )
+        assert torch.equal(own, reference), f"trial {trial_id}: {(own - reference).abs().max()}"
         assert (reference[0] - reference[-1]).min() > 0.02, "the comparison is over real training"
 
 
@@ -154,7 +159,7 @@ def test_losses_come_back_in_batch_order_and_member_ids_map_them_to_trial_order(
 
 
 def test_removing_trials_does_not_perturb_the_others_and_frees_their_members(data):
-    # Trial 1 is its depth group's widest (7 -> 3 after it leaves); trial 4 is alone at depth 3.
+    # Trial 1 leaves a group that goes on; trial 4 is alone at depth 3, and its group goes.
     full = BatchedMLP(MIXED, LR)
     kept = (0, 2, 3)
     never = BatchedMLP([MIXED[i] for i in kept], LR)
@@ -164,7 +169,7 @@ def test_removing_trials_does_not_perturb_the_others_and_frees_their_members(dat
     parameters_before = sum(p.numel() for p in full.parameters())
     full.remove([1, 4])
     assert full.active_trials == list(kept)
-    assert [(g.depth, g.width, g.size) for g in full.groups] == [(1, 3, 2), (2, 5, 3)]
+    assert [(g.depth, g.width, g.size) for g in full.groups] == [(1, 16, 2), (2, 16, 3)]
     assert sum(p.numel() for p in full.parameters()) < parameters_before
     for param in full.parameters():
         state = full.optimizer.state[param]
@@ -172,10 +177,10 @@ def test_removing_trials_does_not_perturb_the_others_and_frees_their_members(dat
     for _ in range(20):
         after = full.train_epoch(minibatches(data)).losses
         reference = never.train_epoch(minibatches(data)).losses
-        assert torch.allclose(after, reference, rtol=0, atol=1e-6), (after - reference).abs().max()
+        assert torch.equal(after, reference), (after - reference).abs().max()
     for new_id, old_id in enumerate(kept):
         for key, tensor in never.trial_state_dict(new_id).items():
-            assert torch.allclose(full.trial_state_dict(old_id)[key], tensor, atol=1e-6), key
+            assert torch.equal(full.trial_state_dict(old_id)[key], tensor), key
 
 
 def test_the_last_trial_leaving_empties_the_batch(data):

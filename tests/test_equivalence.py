@@ -98,10 +98,11 @@ class Observe(pl.Callback):
 
 
 def linear_view(model: pl.LightningModule) -> list[torch.Tensor]:
-    """The K=1 model's parameters in nn.Linear's layout: W1 (20,1), b1 (20,), W2 (1,20), b2 (1,)."""
+    """The K=1 model's real units in nn.Linear's layout: W1 (20,1), b1 (20,), W2 (1,20), b2 (1,)
+    (the model stores them padded to 32 units, `mlpsweep.layout`)."""
     assert model.ensemble == 1
     view = []
-    for weight, bias in zip(model.weights, model.biases, strict=True):
+    for weight, bias in model.real_layers():
         view += [weight.detach()[0].T.clone(), bias.detach()[0, 0].clone()]
     return view
 

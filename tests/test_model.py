@@ -10,8 +10,10 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from mlpsweep import step
 from mlpsweep.config import compose
 from mlpsweep.data import EpochLoader, training_points
+from mlpsweep.layout import OUTPUT_BIAS_SLOTS, canonical_width
 from mlpsweep.model import MLP, NonFiniteLossError, parameter_count
 
 
@@ -47,10 +49,15 @@ def test_shapes_for_layers_and_members(layers, ensemble):
     hidden = 7
     model = mlp(hidden=hidden, layers=layers, ensemble=ensemble)
     widths = [1] + [hidden] * layers + [1]
+    stored = [1] + [canonical_width(hidden)] * layers + [1]
     assert len(model.weights) == len(model.biases) == layers + 1
-    for depth, (weight, bias) in enumerate(zip(model.weights, model.biases, strict=True)):
+    for depth, (weight, bias) in enumerate(model.real_layers()):
         assert weight.shape == (ensemble, widths[depth], widths[depth + 1])
         assert bias.shape == (ensemble, 1, widths[depth + 1])
+    for depth, (weight, bias) in enumerate(model.layer_pairs()):  # the canonical layout
+        assert weight.shape == (ensemble, stored[depth], stored[depth + 1])
+        bias_width = OUTPUT_BIAS_SLOTS if depth == layers else stored[depth + 1]
+        assert bias.shape == (ensemble, 1, bias_width)
     inputs = torch.linspace(-50, 49, 13).unsqueeze(1)
     out = model(inputs)
     assert out.shape == (ensemble, 13, 1)
@@ -59,7 +66,9 @@ def test_shapes_for_layers_and_members(layers, ensemble):
     assert model.member_accuracy(inputs, (inputs > 0).float()).shape == (ensemble,)
     reference = sum(p.numel() for p in tutorial_network(hidden, layers).parameters())
     assert model.parameter_count == parameter_count(hidden, layers) == reference
-    assert sum(p.numel() for p in model.parameters()) == ensemble * reference
+    assert sum(p.numel() for p in model.real_layers()[0]) < sum(
+        p.numel() for p in model.layer_pairs()[0]
+    ), "7 units are stored padded to 16"
 
 
 @pytest.mark.parametrize("hidden,layers", [(20, 1), (10, 2), (5, 3)])
@@ -69,7 +78,7 @@ def test_single_member_is_the_tutorials_network_after_the_same_seed(hidden, laye
     torch.manual_seed(1234)
     reference = tutorial_network(hidden, layers)
     linears = [m for m in reference if isinstance(m, nn.Linear)]
-    for weight, bias, layer in zip(model.weights, model.biases, linears, strict=True):
+    for (weight, bias), layer in zip(model.real_layers(), linears, strict=True):
         assert torch.equal(weight[0], layer.weight.detach().T)
         assert torch.equal(bias[0, 0], layer.bias.detach())
     inputs = torch.arange(-50, 50, dtype=torch.float32).unsqueeze(1)
@@ -82,10 +91,11 @@ def test_default_model_is_the_tutorials_two_linear_layers():
     model = mlp()
     torch.manual_seed(0)
     input_layer, output_layer = nn.Linear(1, 20), nn.Linear(20, 1)
-    assert torch.equal(model.weights[0][0], input_layer.weight.detach().T)
-    assert torch.equal(model.biases[0][0, 0], input_layer.bias.detach())
-    assert torch.equal(model.weights[1][0], output_layer.weight.detach().T)
-    assert torch.equal(model.biases[1][0, 0], output_layer.bias.detach())
+    (input_weight, input_bias), (output_weight, output_bias) = model.real_layers()
+    assert torch.equal(input_weight[0], input_layer.weight.detach().T)
+    assert torch.equal(input_bias[0, 0], input_layer.bias.detach())
+    assert torch.equal(output_weight[0], output_layer.weight.detach().T)
+    assert torch.equal(output_bias[0, 0], output_layer.bias.detach())
     assert (model.hparams.hidden, model.hparams.layers, model.hparams.lr) == (20, 1, 0.01)
 
 
@@ -148,14 +158,15 @@ def test_members_trained_in_lockstep_end_where_they_end_alone(fused_adam):
     epochs, seed = 60, 11
     torch.manual_seed(seed)
     ensemble = mlp(hidden=10, layers=2, lr=0.01, ensemble=3, fused_adam=fused_adam)
-    initial = [p.detach().clone() for p in ensemble.parameters()]
+    initial = [w.clone() for pair in ensemble.real_layers() for w in pair]
     alone = [single_from_member(ensemble, member) for member in range(3)]
 
     train_epochs(ensemble, epochs, seed)
     for single in alone:  # the same shuffled batches, drawn from a loader with the same seed
         train_epochs(single, epochs, seed)
 
-    for before, after in zip(initial, ensemble.parameters(), strict=True):
+    trained = [w for pair in ensemble.real_layers() for w in pair]
+    for before, after in zip(initial, trained, strict=True):
         assert (before - after).abs().max() > 1e-3, "the ensemble must actually have trained"
     for member, single in enumerate(alone):
         for w_single, w_ens in zip(single.weights, ensemble.weights, strict=True):
@@ -172,14 +183,21 @@ def test_one_member_blowing_up_does_not_touch_the_others():
     torch.manual_seed(3)
     model = mlp(hidden=4, layers=1, ensemble=3)
     inputs, labels = training_points()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    inputs, labels = inputs[:32], labels[:32]
+    optimizer = model.configure_optimizers()
     before = [p.detach().clone() for p in model.parameters()]
-    losses = model.member_losses(inputs[:32], labels[:32])
-    (losses * torch.tensor([1.0, 0.0, 1.0])).sum().backward()  # member 1 gets a zero gradient
-    optimizer.step()
+    layers = model.layer_pairs()
+    outputs = step.forward(inputs, layers, 3)
+    output_grad = step.output_gradient(outputs[-1], labels)
+    output_grad[1] = float("nan")  # member 1's gradient blows up
+    grads = step.backpropagate(inputs, layers, outputs, output_grad)
+    with torch.no_grad():
+        step.adam_step(optimizer, step.parameters(layers), grads)
     for old, new in zip(before, model.parameters(), strict=True):
-        assert torch.equal(old[1], new[1]), "member 1's weights moved without a gradient of its own"
-        assert not torch.equal(old[0], new[0]) and not torch.equal(old[2], new[2])
+        assert new[1].isnan().any(), "member 1 took its NaN step"
+        others_before, others = old[[0, 2]], new.detach()[[0, 2]]
+        assert not others.isnan().any(), "the NaN reached another member"
+        assert not torch.equal(others_before, others), "members 0 and 2 trained"
 
 
 def test_predict_raw_applies_the_standardisation_of_the_hparams():

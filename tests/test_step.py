@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from mlpsweep import step
-from mlpsweep.batch_model import PADDED_BIAS, pad_to, width_dims
+from mlpsweep import layout, step
 from mlpsweep.model import draw_members
 
 # on one thread, as training runs (`trainer.threads=1`): a kernel's rounding can follow its
@@ -15,17 +15,25 @@ from mlpsweep.model import draw_members
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def minibatch(points: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def minibatch(
+    points: int, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Standardised x in (-1.7, 1.7) and 0/1 labels, like the tutorial's data."""
     generator = torch.Generator().manual_seed(seed)
-    inputs = torch.rand(points, 1, generator=generator) * 3.4 - 1.7
-    labels = (torch.rand(points, 1, generator=generator) > 0.5).to(torch.float32)
+    inputs = torch.rand(points, 1, generator=generator, dtype=dtype) * 3.4 - 1.7
+    labels = (torch.rand(points, 1, generator=generator) > 0.5).to(dtype)
     return inputs, labels
 
 
-def network(hidden: int, layers: int, members: int, seed: int = 0) -> step.LayerPairs:
+def drawn(hidden: int, layers: int, members: int, seed: int = 0) -> step.LayerPairs:
+    """Members at their real width, as `model.draw_members` draws them."""
     torch.manual_seed(seed)
     return [(w.clone(), b.clone()) for w, b in draw_members(hidden, layers, members)]
+
+
+def network(hidden: int, layers: int, members: int, seed: int = 0) -> step.LayerPairs:
+    """Members in the canonical layout, as `MLP` and a batch hold them."""
+    return layout.canonical(drawn(hidden, layers, members, seed), hidden)
 
 
 def hand_gradients(layers, inputs, labels) -> list[torch.Tensor]:
@@ -36,14 +44,34 @@ def hand_gradients(layers, inputs, labels) -> list[torch.Tensor]:
     )
 
 
+def reference_outputs(inputs, layers) -> list[torch.Tensor]:
+    """Every layer's output by plain differentiable formulas (baddbmm, sigmoid), each sigmoid
+    over a tensor padded to `layout.TAIL_FREE` as `step.layer_output` does, so that the
+    forward values are the step's bit for bit and only backward is under test."""
+    members, depth = layers[0][0].shape[0], len(layers) - 1
+    activations, outputs = inputs.expand(members, -1, -1), []
+    for layer, (weight, bias) in enumerate(layers):
+        if layer == depth:
+            bias = bias[..., :1]
+        if weight.shape[1] == 1:
+            pre = torch.addcmul(bias, activations, weight)
+        else:
+            pre = torch.baddbmm(bias, activations, weight)
+        flat = pre.reshape(-1)
+        padded = F.pad(flat, (0, layout.tail_free_length(flat.numel()) - flat.numel()))
+        activations = torch.sigmoid(padded)[: flat.numel()].view_as(pre)
+        outputs.append(activations)
+    return outputs
+
+
 def autograd_gradients(layers, inputs, labels) -> list[torch.Tensor]:
-    """What the project computed before the step was written by hand."""
+    """What autograd computes from the members' summed BCE, backward with 1/N per member."""
     params = [t.clone().requires_grad_() for t in step.parameters(layers)]
     depth = len(layers)
     pairs = list(zip(params[:depth], params[depth:], strict=True))
     members = pairs[0][0].shape[0]
-    sums = step.loss_sums(step.forward(inputs, pairs, members)[-1], labels)
-    sums.backward(torch.full((members,), 1.0 / inputs.shape[0]))
+    sums = step.loss_sums(reference_outputs(inputs, pairs)[-1], labels)
+    sums.backward(torch.full((members,), 1.0 / inputs.shape[0], dtype=inputs.dtype))
     return [param.grad for param in params]
 
 
@@ -58,39 +86,31 @@ def test_gradients_are_autograds_bit_for_bit(hidden, layers, points):
         assert torch.equal(mine, reference), f"gradient {index} differs from autograd's"
 
 
-def padded(layers, width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """`layers` grown to `width` hidden units the way a batch pads a trial."""
-    depth = len(layers) - 1
-    return [
-        (
-            pad_to(weight, width_dims(layer, depth, True), width),
-            pad_to(bias, width_dims(layer, depth, False), width, PADDED_BIAS),
-        )
-        for layer, (weight, bias) in enumerate(layers)
-    ]
-
-
-@pytest.mark.parametrize("hidden", [1, 5, 20, 33, 63])
+@pytest.mark.parametrize("hidden", [1, 5, 16, 20, 33, 63])
 @pytest.mark.parametrize("points", [32, 4])
-def test_padding_receives_nothing_and_changes_the_real_units_by_rounding_only(hidden, points):
-    """Why a batch trains each trial as alone: every output and gradient of padding is exactly
-    0, and the real units' numbers differ only where a kernel sums in a width-dependent order
-    (MKL's small-matrix paths, the sum over points): by a float32 rounding, not more."""
-    layers, width = 3, 64
-    net = network(hidden, layers, members=4, seed=hidden)
-    inputs, labels = minibatch(points, seed=hidden)
-    wide = padded(net, width)
-    outputs = zip(step.forward(inputs, net, 4), step.forward(inputs, wide, 4), strict=True)
-    grads = zip(
-        hand_gradients(net, inputs, labels), hand_gradients(wide, inputs, labels), strict=True
-    )
-    pairs = [*outputs, *grads]
-    for alone, batched in pairs:
-        real = tuple(slice(0, size) for size in alone.shape)
-        scale = float(alone.abs().max())
-        torch.testing.assert_close(batched[real], alone, rtol=0, atol=1e-6 * scale)
-        padding = batched.clone()
-        padding[real] = 0.0
+def test_canonical_padding_receives_nothing_and_computes_the_unpadded_network(hidden, points):
+    """Why padding to the canonical width changes no result but rounding: every output and
+    gradient of padding is exactly 0, and the real units' outputs and gradients are the
+    unpadded network's. Compared in float64, where the different summation order of the
+    wider products shows only as rounding far below 1e-12, on any host's vector width."""
+    layers = 3
+    real = [(w.double(), b.double()) for w, b in drawn(hidden, layers, 4, seed=hidden)]
+    wide = layout.canonical(real, hidden)
+    inputs, labels = minibatch(points, seed=hidden, dtype=torch.float64)
+    pairs = [
+        *zip(reference_outputs(inputs, real), step.forward(inputs, wide, 4), strict=True),
+        *zip(
+            autograd_gradients(real, inputs, labels),
+            hand_gradients(wide, inputs, labels),
+            strict=True,
+        ),
+    ]
+    for unpadded, padded in pairs:
+        cut = tuple(slice(0, size) for size in unpadded.shape)
+        scale = float(unpadded.abs().max())
+        torch.testing.assert_close(padded[cut], unpadded, rtol=0, atol=1e-12 * max(scale, 1.0))
+        padding = padded.clone()
+        padding[cut] = 0.0
         assert (padding == 0).all(), "padding got an output or a gradient"
 
 

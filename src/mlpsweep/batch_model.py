@@ -1,15 +1,15 @@
 """Many trials' MLPs trained as one network: the per-operation overhead is paid once per batch.
 
 A trial is (hidden, layers, ensemble K, seed); its K members become members of one batched
-network, as `MLP` already does for one trial's ensemble. Trials of equal depth share one
-*depth group*: every hidden layer is padded to the group's widest trial. A padded unit's
+network, as `MLP` already does for one trial's ensemble. Trials of equal depth and equal
+canonical width (`layout.canonical_width`: hidden rounded up to a multiple of 16) share one
+*group*, each trial in the layout `MLP` holds it in alone (`mlpsweep.layout`), so every
+kernel computes a member the same way in any batch as alone: bit for bit, which is what a
+chaotic net needs for its numbers to be its own (`tests/test_layout.py`). A padded unit's
 weights start at exactly 0 and its bias at -inf, so its sigmoid is exactly 0 whatever its
 input: it feeds nothing forward, and since sigmoid's derivative at 0 output is 0, it
 receives no gradient. Every gradient reaching padding is therefore exactly 0, and Adam is
 elementwise (zero gradient and zero state give a zero update), so padding stays 0 and -inf.
-A padded group is thus a plain MLP (no mask: the multiplications it took after each layer,
-forward and backward, are gone), and the cost is arithmetic on zeros, which is cheap at
-these widths next to kernel launches.
 
 No Lightning here: a batch of trials, each with its own exits, is a small hand-written loop
 (see `batch_training`); Lightning keeps driving single runs. Each step is `mlpsweep.step`'s,
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlpsweep import step
+from mlpsweep import layout, step
 from mlpsweep.data import Minibatches
 from mlpsweep.model import Layers, draw_members
 
@@ -79,37 +79,9 @@ class EpochLosses:
     diverged: tuple[int, ...]
 
 
-def width_dims(layer: int, depth: int, weight: bool) -> tuple[int, ...]:
-    """The dimensions of layer `layer`'s weight (K, in, out) or bias (K, 1, out) that run over
-    hidden units: `in` unless it is the input layer, `out` unless it is the output layer."""
-    dims = []
-    if weight and layer > 0:
-        dims.append(1)
-    if layer < depth:
-        dims.append(2)
-    return tuple(dims)
-
-
-def pad_to(
-    tensor: torch.Tensor, dims: tuple[int, ...], width: int, fill: float = 0.0
-) -> torch.Tensor:
-    """`tensor` grown to `width` along `dims`, the new entries exactly `fill`."""
-    shape = list(tensor.shape)
-    for dim in dims:
-        shape[dim] = width
-    padded = tensor.new_full(shape, fill)
-    padded[tuple(slice(0, size) for size in tensor.shape)] = tensor
-    return padded
-
-
-def narrow(
-    tensor: torch.Tensor, rows: torch.Tensor, dims: tuple[int, ...], width: int
-) -> torch.Tensor:
-    """The members `rows` of `tensor`, cut to `width` along `dims` (a fresh, contiguous copy)."""
-    kept = tensor.index_select(0, rows)
-    for dim in dims:
-        kept = kept.narrow(dim, 0, width)
-    return kept.contiguous()
+def rows_of(tensor: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The members `rows` of `tensor` (a fresh, contiguous copy)."""
+    return tensor.index_select(0, rows).contiguous()
 
 
 def initial_members(spec: TrialSpec) -> Layers:
@@ -119,13 +91,10 @@ def initial_members(spec: TrialSpec) -> Layers:
     return draw_members(spec.hidden, spec.layers, spec.ensemble)
 
 
-# a padded unit's bias: its sigmoid is exactly 0, and so is every gradient it passes on
-PADDED_BIAS = float("-inf")
-
-
 class DepthGroup(nn.Module):
-    """The trials of one depth, padded to the widest: weights (M, in, out), biases (M, 1, out),
-    M = all members of its trials, trial by trial, member by member."""
+    """The trials of one depth and one canonical width, each in the canonical layout (as `MLP`
+    holds it): weights (M, in, out), biases (M, 1, out), M = all members of its trials, trial
+    by trial, member by member."""
 
     def __init__(
         self,
@@ -137,17 +106,19 @@ class DepthGroup(nn.Module):
         self.trial_ids = [trial_id for trial_id, _, _ in trials]
         self.hidden = [spec.hidden for _, spec, _ in trials]
         self.members = [spec.ensemble for _, spec, _ in trials]
-        self.width = max(self.hidden)
-        self.weights = nn.ParameterList()
-        self.biases = nn.ParameterList()
-        for layer in range(depth + 1):
-            for target, part, is_weight in ((self.weights, 0, True), (self.biases, 1, False)):
-                dims = width_dims(layer, depth, is_weight)
-                fill = 0.0 if is_weight else PADDED_BIAS
-                padded = [
-                    pad_to(layers[layer][part], dims, self.width, fill) for _, _, layers in trials
-                ]
-                target.append(nn.Parameter(torch.cat(padded)))
+        widths = {layout.canonical_width(hidden) for hidden in self.hidden}
+        if len(widths) != 1:
+            raise ValueError(f"a group holds one canonical width, not {sorted(widths)}")
+        self.width = widths.pop()
+        drawn = [layout.canonical(layers, spec.hidden) for _, spec, layers in trials]
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.cat([layers[layer][0] for layers in drawn]))
+            for layer in range(depth + 1)
+        )
+        self.biases = nn.ParameterList(
+            nn.Parameter(torch.cat([layers[layer][1] for layers in drawn]))
+            for layer in range(depth + 1)
+        )
 
     @property
     def size(self) -> int:
@@ -168,23 +139,17 @@ class DepthGroup(nn.Module):
         return slice(start, start + self.members[at])
 
     def trial_state_dict(self, trial_id: int) -> dict[str, torch.Tensor]:
-        """The trial's weights unpadded, under MLP's keys and in MLP's shapes."""
-        rows, hidden = self.rows(trial_id), self.hidden[self.trial_ids.index(trial_id)]
+        """The trial's weights under MLP's keys and in MLP's (canonical) shapes."""
+        rows = self.rows(trial_id)
         state = {}
         for layer in range(self.depth + 1):
-            for name, params, is_weight in (
-                ("weights", self.weights, True),
-                ("biases", self.biases, False),
-            ):
-                tensor = params[layer].detach()[rows]
-                for dim in width_dims(layer, self.depth, is_weight):
-                    tensor = tensor.narrow(dim, 0, hidden)
-                state[f"{name}.{layer}"] = tensor.clone()
+            state[f"weights.{layer}"] = self.weights[layer].detach()[rows].clone()
+            state[f"biases.{layer}"] = self.biases[layer].detach()[rows].clone()
         return state
 
     def keep(self, leaving: set[int], optimizer_state: dict[nn.Parameter, dict]) -> bool:
-        """Drop the `leaving` trials' members from the parameters and their Adam state, and
-        shrink the padding to the widest trial left. False when no trial is left."""
+        """Drop the `leaving` trials' members from the parameters and their Adam state.
+        False when no trial is left. The width stays: it is every trial's canonical one."""
         kept = [i for i, trial_id in enumerate(self.trial_ids) if trial_id not in leaving]
         if not kept:
             return False
@@ -193,33 +158,26 @@ class DepthGroup(nn.Module):
         self.trial_ids = [self.trial_ids[i] for i in kept]
         self.hidden = [self.hidden[i] for i in kept]
         self.members = [self.members[i] for i in kept]
-        self.width = max(self.hidden)
         # New Parameter objects rather than a shape change under `.data`: autograd caches a
         # leaf's shape in its gradient accumulator, which a live graph would keep stale.
-        self.weights = self.narrowed(self.weights, True, rows, optimizer_state)
-        self.biases = self.narrowed(self.biases, False, rows, optimizer_state)
+        self.weights = self.narrowed(self.weights, rows, optimizer_state)
+        self.biases = self.narrowed(self.biases, rows, optimizer_state)
         return True
 
+    @staticmethod
     def narrowed(
-        self,
         params: nn.ParameterList,
-        weights: bool,
         rows: torch.Tensor,
         optimizer_state: dict[nn.Parameter, dict],
     ) -> nn.ParameterList:
-        """`params` cut to `rows` and the current width; their Adam state moves with them."""
+        """`params` cut to `rows`; their Adam state moves with them."""
         kept = nn.ParameterList()
-        for layer, param in enumerate(params):
-            dims = width_dims(layer, self.depth, weights)
-            kept.append(nn.Parameter(narrow(param.detach(), rows, dims, self.width)))
+        for param in params:
+            kept.append(nn.Parameter(rows_of(param.detach(), rows)))
             state = optimizer_state.pop(param, None)
             if state is not None:  # `step` is shared: every trial of a batch started together
                 optimizer_state[kept[-1]] = {
-                    key: (
-                        narrow(value, rows, dims, self.width)
-                        if key in ("exp_avg", "exp_avg_sq")
-                        else value
-                    )
+                    key: rows_of(value, rows) if key in ("exp_avg", "exp_avg_sq") else value
                     for key, value in state.items()
                 }
         return kept
@@ -239,8 +197,8 @@ class BatchedMLP(nn.Module):
             (trial_id, spec, initial_members(spec)) for trial_id, spec in enumerate(self.specs)
         ]
         self.groups = nn.ModuleList(
-            DepthGroup(depth, [t for t in drawn if t[1].layers == depth])
-            for depth in sorted({spec.layers for spec in self.specs})
+            DepthGroup(depth, [t for t in drawn if group_key(t[1]) == (depth, width)])
+            for depth, width in sorted({group_key(spec) for spec in self.specs})
         )
         firsts = torch.tensor([0] + [spec.ensemble for spec in self.specs]).cumsum(0).tolist()
         self.first_member = firsts[:-1]  # a trial's first member id, in the original trial order
@@ -252,7 +210,7 @@ class BatchedMLP(nn.Module):
 
     @property
     def active_trials(self) -> list[int]:
-        """Trials still in the batch, in batch order (by depth, then by number)."""
+        """Trials still in the batch, in batch order (by depth and width, then by number)."""
         return [trial_id for group in self.groups for trial_id in group.trial_ids]
 
     @property
@@ -374,8 +332,8 @@ class BatchedMLP(nn.Module):
     # ---- leaving -----------------------------------------------------------------------
 
     def remove(self, trial_ids: Iterable[int]) -> None:
-        """Trials leave: their members leave the parameters and Adam's state, empty depth
-        groups go, and a group's padding shrinks to its widest remaining trial."""
+        """Trials leave: their members leave the parameters and Adam's state, and empty
+        groups go."""
         leaving = set(trial_ids)
         unknown = leaving - set(self.active_trials)
         if unknown:
@@ -387,6 +345,11 @@ class BatchedMLP(nn.Module):
         self.optimizer = self.new_optimizer(carried) if self.groups else None
         self.member_ids = self.current_member_ids()
         self.plan = StepPlan.of(self.groups)
+
+
+def group_key(spec: TrialSpec) -> tuple[int, int]:
+    """The group a trial trains in: its depth and canonical width."""
+    return spec.layers, layout.canonical_width(spec.hidden)
 
 
 def accuracy(prob: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

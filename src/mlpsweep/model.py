@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlpsweep import step
+from mlpsweep import layout, step
 from mlpsweep.data import Minibatches
 from mlpsweep.fit_rule import FIT_VAL_ACC, member_fits
 from mlpsweep.step import LayerPairs
@@ -40,8 +40,7 @@ def linear_init(fan_in: int, fan_out: int) -> tuple[torch.Tensor, torch.Tensor]:
     return layer.weight.detach().T.clone(), layer.bias.detach().clone()
 
 
-# per layer: the weights (K, in, out) and biases (K, 1, out) of all K members
-Layers = list[tuple[torch.Tensor, torch.Tensor]]
+Layers = layout.Layers
 
 
 def draw_members(hidden: int, layers: int, ensemble: int) -> Layers:
@@ -130,7 +129,8 @@ class MLP(pl.LightningModule):
         self.automatic_optimization = False
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
-        for weight, bias in draw_members(hidden, layers, ensemble):
+        # the canonical layout (`mlpsweep.layout`): what a batch of trials computes this trial at
+        for weight, bias in layout.canonical(draw_members(hidden, layers, ensemble), hidden):
             self.weights.append(nn.Parameter(weight))
             self.biases.append(nn.Parameter(bias))
         self.epoch_losses = torch.empty(0)
@@ -149,8 +149,15 @@ class MLP(pl.LightningModule):
         return parameter_count(self.hparams.hidden, self.hparams.layers)
 
     def layer_pairs(self) -> tuple[tuple[nn.Parameter, nn.Parameter], ...]:
-        """(weight, bias) per layer; built once per epoch by the hot loop, not per step."""
+        """(weight, bias) per layer in the canonical layout (`mlpsweep.layout`: hidden units
+        padded to a multiple of 16 with dead units); built once per epoch, not per step."""
         return tuple(zip(self.weights, self.biases, strict=True))
+
+    def real_layers(self) -> Layers:
+        """Every member's weights and biases at the real width, (K, in, out) and (K, 1, out):
+        the network a person means by `hidden` units, without the layout's padding."""
+        pairs = [(w.detach(), b.detach()) for w, b in self.layer_pairs()]
+        return layout.real_units(pairs, self.hparams.hidden)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """x (N, 1), already standardised -> probabilities (K, N, 1), one row per member."""

@@ -1,7 +1,8 @@
 """One optimizer step of the batched sigmoid MLP, by hand: forward, BCE, backward, Adam.
 
 `MLP` (one run) and `BatchedMLP` (many trials as one network) both train through these
-functions, so a trial computes the same numbers in a batch as alone. Why by hand: at these
+functions, on tensors in the canonical layout (`mlpsweep.layout`), so a trial computes the
+same numbers, bit for bit, in a batch as alone. Why by hand: at these
 sizes a step is a few dozen small kernels, and what autograd and `Adam.step` add around them
 cost more than the arithmetic for most of the map. Measured per epoch (4 steps, 1 thread)
 for a batch of 16 cells x 4 members: one hidden layer of 1..16 units 2.8 -> 1.7 ms, of
@@ -32,32 +33,60 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from mlpsweep import layout
+
 # per layer: weights (K, in, out) and biases (K, 1, out) of all members
 LayerPairs = Sequence[tuple[torch.Tensor, torch.Tensor]]
 
 
-def affine(activations: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """activations (K, N, in) @ weight (K, in, out) + bias (K, 1, out), every member at once.
+def bmm(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """`left.bmm(right)` computed for at least two members. torch hands a batch of one matrix
+    to MKL's plain gemm and a larger one to its batched gemm, and the two round apart for a
+    single output column (measured: 1e-6 at 32 points x 16 units); a lone member is
+    therefore computed twice in one batched call and its first copy kept."""
+    if left.shape[0] > 1:
+        return left.bmm(right)
+    return left.expand(2, -1, -1).bmm(right.expand(2, -1, -1))[:1]
+
+
+def layer_output(
+    activations: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, members: int
+) -> torch.Tensor:
+    """sigmoid(activations (K, N, in) @ weight (K, in, out) + bias (K, 1, out)), every member
+    at once, computed so that no member's element falls in a kernel's scalar tail: the result
+    is written into a buffer of `layout.TAIL_FREE`-multiple length and the sigmoid runs over
+    the whole buffer (its spare end holds junk no one reads). At least two members go
+    through the product, for the reason `bmm` gives.
 
     The first layer of this 1-D problem is thin (in = 1), and there the CPU's batched matrix
     product falls to a slow path: for 64 members of width 64 its forward and backward took
-    0.39 ms as `baddbmm` and 0.26 ms as `addcmul`, an elementwise product (exact, so a
-    padded batch computes what a trial alone does). The output layer (out = 1) is slow as
-    `baddbmm` too (0.2 ms forward), but its fast form, a product and a sum over the hidden
-    units, rounds differently once the batch pads them: trials drifted 2e-4 from their runs
-    alone. `baddbmm` gave the same bits at every padded width."""
+    0.39 ms as `baddbmm` and 0.26 ms as `addcmul`, an elementwise product (exact)."""
+    rows, points, width = max(members, 2), activations.shape[1], weight.shape[2]
+    size = rows * points * width
+    buffer = weight.new_empty(layout.tail_free_length(size))
+    out = buffer[:size].view(rows, points, width)
+    operands = [t.expand(rows, -1, -1) for t in (bias, activations, weight)]
     if weight.shape[1] == 1:  # the input layer: an outer product per member
-        return torch.addcmul(bias, activations, weight)
-    return torch.baddbmm(bias, activations, weight)
+        torch.addcmul(*operands, out=out)
+    else:
+        torch.baddbmm(*operands, out=out)
+    torch.sigmoid_(buffer)
+    return out[:members]
 
 
+@torch.no_grad()
 def forward(inputs: torch.Tensor, layers: LayerPairs, members: int) -> list[torch.Tensor]:
     """x (N, 1) through every member's sigmoid layers: each layer's output (K, N, width), the
-    last one the probabilities (K, N, 1). Backward needs them all."""
+    last one the probabilities (K, N, 1). Backward needs them all. The output bias is column
+    0 of its row (`layout.OUTPUT_BIAS_SLOTS`). No autograd graph (the products write into
+    preallocated buffers): gradients are `backpropagate`'s."""
     activations = inputs.expand(members, -1, -1)
     outputs = []
-    for weight, bias in layers:
-        activations = torch.sigmoid(affine(activations, weight, bias))
+    depth = len(layers) - 1
+    for layer, (weight, bias) in enumerate(layers):
+        if layer == depth:
+            bias = bias[..., :1]
+        activations = layer_output(activations, weight, bias, members)
         outputs.append(activations)
     return outputs
 
@@ -72,7 +101,7 @@ def loss_sums(prob: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def output_gradient(prob: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """d(sum of the members' mean BCE) / d(output pre-activation), shape (K, N, 1): what
     autograd computes from `loss_sums(...).backward(1/N per member)`."""
-    per_point = torch.full((), 1.0 / prob.shape[1])
+    per_point = torch.full((), 1.0 / prob.shape[1], dtype=prob.dtype)
     targets = labels.expand_as(prob)
     grad_prob = torch.ops.aten.binary_cross_entropy_backward(per_point, prob, targets, None, 0)
     return torch.ops.aten.sigmoid_backward(grad_prob, prob)
@@ -91,16 +120,19 @@ def backpropagate(
     bias_grads: list[torch.Tensor] = []
     grad = output_grad
     for layer in range(depth, -1, -1):
-        bias_grads.append(grad.sum(dim=1, keepdim=True))
+        bias_grad = grad.sum(dim=1, keepdim=True)
+        if layer == depth:  # the output bias's row: column 0, the rest stays 0
+            bias_grad = F.pad(bias_grad, (0, layout.OUTPUT_BIAS_SLOTS - 1))
+        bias_grads.append(bias_grad)
         if layer == 0:  # addcmul's weight: x (K, N, 1) * grad, summed over the points
             weight_grads.append((grad * inputs).sum(dim=1, keepdim=True))
             break
         below, weight = outputs[layer - 1], layers[layer][0]
-        weight_grads.append(below.transpose(1, 2).bmm(grad))
+        weight_grads.append(bmm(below.transpose(1, 2), grad))
         if layer == depth:  # one output unit: an outer product (see the module's docstring)
             below_grad = grad * weight.transpose(1, 2)
         else:
-            below_grad = grad.bmm(weight.transpose(1, 2))
+            below_grad = bmm(grad, weight.transpose(1, 2))
         grad = torch.ops.aten.sigmoid_backward(below_grad, below)
     return [*reversed(weight_grads), *reversed(bias_grads)]
 
