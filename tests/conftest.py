@@ -140,3 +140,22 @@ def one_thread() -> Iterator[None]:
     yield
     torch.set_num_threads(threads)
 
+
+
+def assert_picture_has_content(picture: Path | bytes, name: str = "") -> None:
+    """A picture a person can read: many distinct colours, pixel variance, and more than a
+    sliver of it not background. A blank white canvas (the bug of `plots.save_png` reusing
+    a renderer that never drew) fails all three."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    data = picture.read_bytes() if isinstance(picture, Path) else picture
+    name = name or (picture.name if isinstance(picture, Path) else "image")
+    pixels = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int32)
+    colours = np.unique(pixels.reshape(-1, 3), axis=0).shape[0]
+    drawn = (pixels.min(axis=2) < 235).mean()  # not white or near-white
+    assert colours >= 16, f"{name}: only {colours} colours"
+    assert pixels.std() > 10, f"{name}: pixel std {pixels.std():.1f}"
+    assert drawn > 0.02, f"{name}: {drawn:.1%} of the picture drawn"

@@ -30,6 +30,7 @@ import pytest
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState
 
+from conftest import assert_picture_has_content
 from mlpsweep.config import compose
 from mlpsweep.storage import mask_url, scrub
 from mlpsweep.summary import SummaryError, TrialRow, study_source, summarize_study, threshold_answer
@@ -148,8 +149,17 @@ def test_pictures_are_pngs_and_in_tensorboard(real) -> None:
         assert 400 <= width <= 3000 and 250 <= height <= 3000, (name, width, height)
     best_fit = folder / "plots" / "best_fit.png"
     assert best_fit.read_bytes() == (report.best.folder / "fit.png").read_bytes()
+    pictures = sorted(folder.rglob("*.png"))  # plots/ and every trial's fit.png and loss.png
+    assert {p.name for p in pictures} >= {"fit.png", "loss.png"} | {
+        f"{name}.png" for name in SINGLE_PICTURES
+    }
+    for picture in pictures:
+        assert_picture_has_content(picture, str(picture.relative_to(folder)))
     events = EventAccumulator(str(folder / "summary"), size_guidance={"images": 0}).Reload()
     assert {f"study/{name}" for name in SINGLE_PICTURES} <= set(events.Tags()["images"])
+    for name in SINGLE_PICTURES:
+        image = events.Images(f"study/{name}")[-1].encoded_image_string
+        assert_picture_has_content(image, f"TensorBoard study/{name}")
     # A rebuild replaces the event file, not piles up.
     assert len(list((folder / "summary").glob("events.out.tfevents.*"))) == 1
 

@@ -86,13 +86,19 @@ def to_rgb_array(figure: Figure) -> np.ndarray:
 
 
 def save_png(figure: Figure, path: Path) -> None:
-    """Write the figure as a PNG, reusing its last rendering when it has one.
+    """Write the figure as a PNG, reusing its last rendering when it is current.
 
     The final fit picture is rendered once for TensorBoard; drawing it again for fit.png
-    doubled the cost of a trial's pictures, which a 256-trial map pays 256 times.
+    doubled the cost of a trial's pictures, which a 256-trial map pays 256 times. Current
+    means drawn and unchanged since (`figure.stale` is False): a canvas can hold a renderer
+    that never drew (`tight_layout` makes one to measure text), and its buffer is blank.
     """
     canvas = figure.canvas
-    if isinstance(canvas, FigureCanvasAgg) and getattr(canvas, "renderer", None) is not None:
+    if (
+        isinstance(canvas, FigureCanvasAgg)
+        and getattr(canvas, "renderer", None) is not None
+        and not figure.stale
+    ):
         from PIL import Image
 
         Image.fromarray(np.asarray(canvas.buffer_rgba())).save(path, format="png")
