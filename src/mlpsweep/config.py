@@ -36,19 +36,31 @@ AT_LEAST_ONE: Check = (lambda value: value >= 1, "an integer >= 1")
 
 
 def setting(
-    check: Check | None = None, *, hyperparameter: bool = True, default: Any = MISSING
+    check: Check | None = None,
+    *,
+    hyperparameter: bool = True,
+    output_only: bool = False,
+    default: Any = MISSING,
 ) -> Any:
     """One config key of the schema: its range check and whether it shapes the result.
 
     `hyperparameter=False` marks a key that changes how a run is carried out or recorded
     but not what it learns; TensorBoard's HParams tab leaves it out (see `hyperparameter_keys`).
+    `output_only=True` (which implies it) marks a key that changes only what is written or
+    shown, never a number: reproduce lines leave it out (see `output_only_keys`).
     """
-    return field(default=default, metadata={"check": check, "hyperparameter": hyperparameter})
+    metadata = {
+        "check": check, "hyperparameter": hyperparameter and not output_only,
+        "output_only": output_only,
+    }
+    return field(default=default, metadata=metadata)
 
 
-def section(schema: type, *, hyperparameter: bool = True) -> Any:
-    """A group of keys (`model`, `data`, ...); `hyperparameter=False` covers all of them."""
-    return field(default_factory=schema, metadata={"hyperparameter": hyperparameter})
+def section(schema: type, *, hyperparameter: bool = True, output_only: bool = False) -> Any:
+    """A group of keys (`model`, `data`, ...); `hyperparameter=False` or `output_only=True`
+    covers all of them."""
+    metadata = {"hyperparameter": hyperparameter and not output_only, "output_only": output_only}
+    return field(default_factory=schema, metadata=metadata)
 
 
 @dataclass
@@ -74,7 +86,7 @@ class TrainerSchema:
     # a hyperparameter: early stopping and a sweep's pruner act only at validations
     val_every: int = setting(AT_LEAST_ONE)
     threads: int = setting(AT_LEAST_ONE, hyperparameter=False)  # speed only
-    checkpoint: bool = setting(hyperparameter=False)  # what is written, not what is learnt
+    checkpoint: bool = setting(output_only=True)  # what is written, not what is learnt
     # the fit definition's val/acc bar (mlpsweep.fit_rule): TensorBoard's fit_rate, the stop
     fit_val_acc: float = setting((lambda value: 0 < value <= 1, "a number in (0, 1]"), default=0.99)
     # null: train every epoch; a bar: stop once every member fits with it (train/acc 1, val/acc >=)
@@ -97,10 +109,10 @@ class TrainSchema:
     data: DataSchema = section(DataSchema)
     model: ModelSchema = section(ModelSchema)
     trainer: TrainerSchema = section(TrainerSchema)
-    logger: LoggerSchema = section(LoggerSchema, hyperparameter=False)
+    logger: LoggerSchema = section(LoggerSchema, output_only=True)
     seed: int = setting((lambda value: value >= 0, "an integer >= 0"))
-    quiet: bool = setting(hyperparameter=False)
-    output_dir: str = setting(hyperparameter=False)
+    quiet: bool = setting(output_only=True)
+    output_dir: str = setting(output_only=True)
     ckpt_path: Optional[str] = setting(hyperparameter=False, default=None)  # noqa: UP045
     sweep: Any = setting(hyperparameter=False, default=None)
 
@@ -112,22 +124,27 @@ class SchemaKey:
     path: str
     check: Check | None
     hyperparameter: bool
+    output_only: bool = False
 
 
 def schema_keys(
-    schema: Any = TrainSchema, prefix: str = "", hyperparameter: bool = True
+    schema: Any = TrainSchema,
+    prefix: str = "",
+    hyperparameter: bool = True,
+    output_only: bool = False,
 ) -> list[SchemaKey]:
-    """Every leaf of `schema`, in declaration order; a section's `hyperparameter=False` holds
-    for all its keys."""
+    """Every leaf of `schema`, in declaration order; a section's `hyperparameter=False` (or
+    `output_only=True`) holds for all its keys."""
     hints = typing.get_type_hints(schema)
     keys: list[SchemaKey] = []
     for declared in dataclasses.fields(schema):
         kind, path = hints[declared.name], prefix + declared.name
         shapes = hyperparameter and declared.metadata.get("hyperparameter", True)
+        written = output_only or declared.metadata.get("output_only", False)
         if dataclasses.is_dataclass(kind):
-            keys += schema_keys(kind, f"{path}.", shapes)
+            keys += schema_keys(kind, f"{path}.", shapes, written)
         else:
-            keys.append(SchemaKey(path, declared.metadata.get("check"), shapes))
+            keys.append(SchemaKey(path, declared.metadata.get("check"), shapes, written))
     return keys
 
 
@@ -140,6 +157,12 @@ def hyperparameter_keys() -> tuple[str, ...]:
     stopping and a sweep's pruner act only at validations, so it moves where a run ends.
     """
     return tuple(key.path for key in schema_keys() if key.hyperparameter)
+
+
+def output_only_keys() -> tuple[str, ...]:
+    """The keys that change only what a run writes or shows (`logger.*`, `trainer.checkpoint`,
+    `quiet`, `output_dir`): two runs that differ only in them learn the very same numbers."""
+    return tuple(key.path for key in schema_keys() if key.output_only)
 
 
 def searched_keys(cfg: DictConfig) -> tuple[str, ...]:

@@ -18,15 +18,21 @@ import optuna
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from mlpsweep.config import ConfigError, compose, compose_unchecked, validate
+from mlpsweep.config import ConfigError, compose, compose_unchecked, output_only_keys, validate
+from mlpsweep.storage import mask_url
 from mlpsweep.sweep.settings import NOT_REPRODUCED, ParamSpec, SweepSettings
 
 _MISSING = object()
 
 
 def training_overrides(overrides: Sequence[str]) -> list[str]:
-    """The command line minus the sweep's own keys: what every trial's config starts from."""
-    return [override for override in overrides if not override.startswith("sweep.")]
+    """The command line every trial's config starts from: all of it, the `sweep.*` keys too.
+
+    The sweep's keys do not shape training (`NOT_REPRODUCED`: the fingerprint and the
+    reproduce line leave them out), but each trial's config.yaml, and so best.yaml, must
+    record the `sweep:` block that ran (its n_trials, study_name, space), not the default's.
+    """
+    return list(overrides)
 
 
 def trial_overrides(base_overrides: Sequence[str], params: dict[str, Any]) -> list[str]:
@@ -46,11 +52,20 @@ def trial_config(base_overrides: Sequence[str], params: dict[str, Any]) -> DictC
     """
     base = _composed_command_line(tuple(base_overrides))
     if base is None or not all(_is_value(base, path) for path in params):
-        return compose(trial_overrides(base_overrides, params))
+        return _storage_masked(compose(trial_overrides(base_overrides, params)))
     cfg = copy.deepcopy(base)
     for path, value in params.items():
         OmegaConf.update(cfg, path, _parsed_override(path, value), merge=True)
-    return validate(cfg)
+    return _storage_masked(validate(cfg))
+
+
+def _storage_masked(cfg: DictConfig) -> DictConfig:
+    """`sweep.storage` with its password masked: the trial's config.yaml (and best.yaml) is
+    written in plain text, and training never reads the storage from it."""
+    storage = OmegaConf.select(cfg, "sweep.storage")
+    if isinstance(storage, str) and mask_url(storage) != storage:
+        OmegaConf.update(cfg, "sweep.storage", mask_url(storage))
+    return cfg
 
 
 @functools.lru_cache(maxsize=4)
@@ -123,14 +138,22 @@ def default_training_config() -> dict[str, Any]:
 
 
 def reproduce_command(trial_cfg: DictConfig) -> str:
-    """`python src/train.py ...` with every training key that differs from the defaults."""
+    """`python src/train.py ...` with every training key that differs from the defaults.
+
+    Keys that only change what a run writes or shows (`logger.*`, `trainer.checkpoint`:
+    `config.output_only_keys`) are left out: the line reproduces what is learnt, and the
+    sweep's own output choices (`logger.image_every=0`) are no part of that.
+    """
     defaults = default_training_config()
     chosen = OmegaConf.to_container(trial_cfg, resolve=True)
     assert isinstance(chosen, dict)
+    left_out = set(output_only_keys())
     changed = [
         f"{path}={_override_value(value)}"
         for path, value in _flatten(chosen)
-        if path.split(".")[0] not in NOT_REPRODUCED and _lookup(defaults, path) != value
+        if path.split(".")[0] not in NOT_REPRODUCED
+        and path not in left_out
+        and _lookup(defaults, path) != value
     ]
     return " ".join(["python src/train.py", *changed])
 
