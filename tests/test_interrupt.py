@@ -7,6 +7,7 @@ the project turns it back into an interrupt a user and a sweep can act on.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -95,3 +96,77 @@ def test_ctrl_c_in_a_sweep_queues_the_trial_again(tmp_path: Path) -> None:
     trials = optuna.load_study(study_name="mlp_arch", storage=storage).get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert trials[1].params == trials[0].params
+
+
+def pids_alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+            alive.add(pid)
+        except ProcessLookupError:
+            pass
+    return alive
+
+
+@pytest.mark.slow
+def test_sigint_to_the_launcher_alone_stops_its_workers_and_queues_their_trials(
+    tmp_path: Path,
+) -> None:
+    """`kill -INT <launcher>` (a job manager's Ctrl-C) reaches no worker directly."""
+    storage = f"sqlite:///{tmp_path / 'mlp_arch' / 'study.db'}"
+    args = [
+        "src/sweep.py", "sweep=default", f"sweep.output_dir={tmp_path}", "sweep.n_trials=2",
+        "sweep.workers=2", "sweep.batch=1", "sweep/pruner=none", "quiet=true",
+        "trainer.max_epochs=30000", "trainer.val_every=1000", "logger.image_every=0",
+    ]
+
+    def both_training() -> bool:
+        try:
+            study = optuna.load_study(study_name="mlp_arch", storage=storage)
+        except Exception:
+            return False
+        running = study.get_trials(states=(TrialState.RUNNING,))
+        return len([t for t in running if t.user_attrs.get("run_dir")]) == 2
+
+    started = {}
+
+    def ready() -> bool:
+        if both_training():
+            study = optuna.load_study(study_name="mlp_arch", storage=storage)
+            started.update({t.number: t.user_attrs["pid"] for t in study.trials})
+            return True
+        return False
+
+    result = interrupt_after(args, ready, timeout=180)
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr
+    time.sleep(1.0)
+    assert not pids_alive(set(started.values())), "the workers were stopped"
+    trials = optuna.load_study(study_name="mlp_arch", storage=storage).get_trials()
+    for number in started:
+        assert trials[number].state == TrialState.FAIL
+        copies = [t for t in trials if t.system_attrs.get("failed_trial") == number]
+        assert [t.state for t in copies] == [TrialState.WAITING], "queued again, not trained on"
+
+
+def test_ctrl_c_after_the_study_is_complete_reports_it_and_exits_0(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mlpsweep.config import compose
+    from mlpsweep.sweep import launch, launcher
+
+    args = [
+        "sweep=default", f"sweep.output_dir={tmp_path}", "sweep.n_trials=1", "sweep.workers=1",
+        "trainer.max_epochs=10", "trainer.val_every=5", "logger.image_every=0", "quiet=true",
+    ]
+    assert launch(compose(args), args) == 0
+    (tmp_path / "mlp_arch" / "best.yaml").unlink()
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(launcher, "run_trials", interrupted)
+    assert launch(compose(args), args) == 0
+    assert "already complete" in capsys.readouterr().err
+    assert (tmp_path / "mlp_arch" / "best.yaml").is_file()

@@ -15,7 +15,9 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -133,6 +135,7 @@ def launch(cfg: DictConfig, overrides: Sequence[str]) -> int:
     write_study_pointer(settings)
     progress = SweepProgress(settings, enabled=not cfg.quiet)
     progress.refresh(study)
+    dead: list[str] = []
     try:
         if settings.workers == 1:
             run_trials(
@@ -140,14 +143,32 @@ def launch(cfg: DictConfig, overrides: Sequence[str]) -> int:
                 training_overrides(overrides), on_trial_end=progress.refresh,
                 on_wait=progress.waiting,
             )
-            dead: list[str] = []
         else:
             dead = run_worker_processes(settings, overrides, study, progress, first_number)
+    except KeyboardInterrupt:
+        progress.close()
+        refuse_interrupt_unless_complete(study, settings)
     finally:
         progress.refresh(study)
         progress.close()
     code = report_best(study, settings)
     return incomplete_study_code(study, settings, dead) or code
+
+
+def refuse_interrupt_unless_complete(study: optuna.Study, settings: SweepSettings) -> None:
+    """Ctrl-C with the workers stopped: re-raise it, unless the study was complete anyway.
+
+    A job manager's SIGINT may come after the last trial was told: the study then has all it
+    needs, and the user gets its best.yaml and exit 0 rather than a resume that does nothing.
+    """
+    finished = finished_count(study.get_trials(deepcopy=False))
+    if finished < settings.n_trials:
+        raise KeyboardInterrupt
+    print(
+        f"interrupted, but study {settings.study_name} was already complete ({finished} of "
+        f"sweep.n_trials={settings.n_trials} finished): reporting it",
+        file=sys.stderr,
+    )
 
 
 def incomplete_study_code(study: optuna.Study, settings: SweepSettings, dead: list[str]) -> int:
@@ -253,14 +274,39 @@ def run_worker_processes(
                 process.join(timeout=1.0 / len(processes))
             progress.refresh(study)
     except KeyboardInterrupt:
-        for process in processes:
-            process.join(timeout=30)
+        stop_workers(processes)
         raise
     return [
         f"{process.name} (exit {process.exitcode})"
         for process in processes
         if process.exitcode not in (0, None)
     ]
+
+
+STOP_TIMEOUT_S = 30  # a worker asked to stop only fails and requeues its trials: seconds at most
+
+
+def stop_workers(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
+    """Ctrl-C reached the launcher: SIGTERM each worker (it queues its trials again and
+    exits, see `liveness.end_with_parent`), wait for them, SIGKILL any that hangs.
+
+    Workers ignore SIGINT themselves, so a job manager's `kill -INT <launcher>` and a
+    terminal's Ctrl-C (sent to the whole process group) take this one path. A second
+    Ctrl-C while the workers requeue is ignored: cutting that short would strand trials.
+    """
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for process in processes:
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=5)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def report_best(study: optuna.Study, settings: SweepSettings) -> int:

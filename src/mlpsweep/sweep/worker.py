@@ -9,6 +9,7 @@ re-queues its trial (at once on the same host: see `liveness`). Ctrl-C does the 
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -177,6 +178,7 @@ def worker_process_main(overrides: list[str], worker_index: int, launcher_pid: i
     """Entry of a spawned worker process: it composes and opens everything itself; quiet,
     and Ctrl-C or its launcher's death ends it without a traceback, its trials queued again."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launcher decides: see launcher.stop_workers
     try:
         end_with_parent(launcher_pid)
         settings = parse_settings(compose(overrides))
