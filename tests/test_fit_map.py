@@ -163,8 +163,11 @@ def test_the_answer_shows_its_neighbours_and_how_sure_it_is(tmp_path: Path) -> N
     assert "| layers \\ hidden | 1 | 2 | **3** | 4 | 5 |" in text
     assert "| 2 | not trained | 2/4 | not trained | 4/4 | not trained |" in text
     assert "| **1** | 0/4 | 1/4 | **4/4** | 3/4 | 4/4 |" in text
-    assert "widths just above it at 1 layer (4: 3/4, 5: 4/4): not all fit reliably" in text
-    assert "`model.ensemble=8` sharpens it" in text
+    assert "widths just above it at 1 layer (4: 3/4, 5: 4/4): not all fit with all" in text
+    # one "how sure" statement per facet, built from the intervals, not two paragraphs
+    assert text.count("How sure") == 1 and "*How sure.* At 1 layer, half fit from 3 units " \
+        "(95% interval " in text
+    assert "its cell over all its members: p = 4/4 = 1.00 (95% 0.51..1.00)" in text
 
 
 # ---- the map -------------------------------------------------------------------------
@@ -327,4 +330,4 @@ def test_the_threshold_moves_the_answer(tmp_path: Path) -> None:
         winner = summary.answer.winner
         winners[threshold] = winner.row.params["model.hidden"] if winner else None
     assert winners == {0.98: 2, 0.99: 5, 0.9995: None}
-    assert "None of the 2 trained architectures fit" in text
+    assert "None of the 2 architectures trained (2 trials) had all its members fit" in text

@@ -22,9 +22,9 @@ DEFAULT_THRESHOLD = fit_rule.FIT_VAL_ACC
 ANSWER_METRIC = "val/acc"
 TRAIN_METRIC = "train/acc"
 ANSWER_DEFINITION = (
-    "{member} An architecture *fits* when **every** member of its ensemble (independent "
-    "initialisations, same data and training) fits, so the answer does not rest on a lucky "
-    "seed. Only complete trials are judged (pruned trials stopped early; a repeated "
+    "{member} Here an architecture *fits* when **every** member of a trial (independent "
+    "initialisations, same data and training) fits: K of K members are K samples of its p, "
+    "which a lucky seed can give, so the probability answer is the one to act on. Only complete trials are judged (pruned trials stopped early; a repeated "
     "configuration reuses its twin's result). The smallest fitting architecture by parameter "
     "count wins (ties: higher mean {metric}); the runner-up is the next smallest different "
     "architecture that fits."

@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mlpsweep.summary.answer import ANSWER_METRIC, TRAIN_METRIC, Candidate
+from mlpsweep.summary.evidence import Probability
 from mlpsweep.summary.fit_map import FitCell, FitMap
+from mlpsweep.summary.probability_markdown import cell_p_text, plural
 from mlpsweep.summary.study_summary import StudySummary
 
-# An architecture that fits for this share of initialisations, to say what K of K is worth.
-ILLUSTRATIVE_SHARE = 0.7
+
+def _singular(noun: str) -> str:
+    return noun.removesuffix("s")
 
 
 def arch_text(candidate: Candidate) -> str:
@@ -22,14 +25,23 @@ def arch_text(candidate: Candidate) -> str:
     return f"{arch} ({candidate.size} parameters, trial {candidate.row.number})"
 
 
-def members_text(candidate: Candidate) -> str:
+def members_text(candidate: Candidate, probability: Probability | None = None) -> str:
+    """This trial's members, and its cell's p pooled over every trial of it, when known."""
     members = candidate.row.members
     listed = ", ".join(f"{value:.4f}" for value in members[ANSWER_METRIC])
     train = ", ".join(f"{value:.4g}" for value in members[TRAIN_METRIC])
+    where = _architecture_of(candidate)
+    pooled = cell_p_text(probability, *where, _facet(candidate, probability)) if (
+        probability is not None and where is not None) else ""
     return (
         f"{candidate.reached} of {candidate.members} members fit "
         f"({ANSWER_METRIC} {listed}; {TRAIN_METRIC} {train})"
+        + (f"; its cell over all its members: {pooled}" if pooled else "")
     )
+
+
+def _facet(candidate: Candidate, probability: Probability) -> tuple:
+    return tuple((key, candidate.row.params.get(key)) for key in probability.facet_keys)
 
 
 def _widths(widths: Sequence[int]) -> str:
@@ -55,22 +67,26 @@ def _architecture_of(candidate: Candidate) -> tuple[int, int] | None:
 def answer_md(summary: StudySummary) -> str:
     answer, coverage = summary.answer, summary.coverage
     lines = [
-        f"## The answer: the smallest network that fits "
+        f"## The smallest architecture whose members all fit "
         f"({TRAIN_METRIC} = 1, {ANSWER_METRIC} >= {answer.threshold:g})",
+        "",
+        "A cell's members are a few samples of its p, so this is the first cell that happened "
+        "to fit with all of them; the probability answer above is the one to act on.",
         "",
     ]
     if answer.winner:
         lines += _winner_md(summary, answer.winner)
     elif answer.judged:
+        architectures = plural(len(answer.candidates), _singular(summary.space.noun))
         lines.append(
-            f"**None of the {answer.judged} trained {summary.space.noun} fit**: none had all "
-            "its members fit within this budget (epochs, trials)."
+            f"**None of the {architectures} trained ({plural(answer.judged, 'trial')}) had all "
+            "its members fit** within this budget (epochs, trials)."
         )
         if answer.closest:
             closest = answer.closest
             best_member = max(closest.row.members[ANSWER_METRIC])
             lines.append(
-                f"Closest: {arch_text(closest)}: {members_text(closest)}; "
+                f"Closest: {arch_text(closest)}: {members_text(closest, summary.probability)}; "
                 f"mean {ANSWER_METRIC} {closest.mean:.4f}, best member {best_member:.4f}."
             )
     else:
@@ -78,7 +94,7 @@ def answer_md(summary: StudySummary) -> str:
     if answer.partial:
         which = "Smaller architectures" if answer.winner else "Other architectures"
         lines += ["", f"{which} where only some members fit (they can fit, but not reliably):"]
-        lines += [f"- {arch_text(candidate)}: {members_text(candidate)}"
+        lines += [f"- {arch_text(candidate)}: {members_text(candidate, summary.probability)}"
                   for candidate in answer.partial[:5]]
     if answer.winner:
         lines += _context_md(summary, answer.winner)
@@ -100,13 +116,20 @@ def _winner_md(summary: StudySummary, winner: Candidate) -> list[str]:
             f"(of {coverage.total if coverage.total is not None else 'a continuous space'}), "
             "the smallest"
         )
-    lines = [f"{scope} that fits: **{arch_text(winner)}**: {members_text(winner)}."]
+    lines = [
+        f"{scope} that fits: **{arch_text(winner)}**: "
+        f"{members_text(winner, summary.probability)}."
+    ]
     if winner.row.reproduce:
-        lines.append(f"Reproduce: `{winner.row.reproduce}`")
+        lines.append(
+            f"Reproduce (one seed: its members are samples of p, not a guarantee): "
+            f"`{winner.row.reproduce}`"
+        )
     lines.append("")
     runner_up = summary.answer.runner_up
     lines.append(
-        f"Runner-up: {arch_text(runner_up)}: {members_text(runner_up)}." if runner_up
+        f"Runner-up: {arch_text(runner_up)}: {members_text(runner_up, summary.probability)}."
+        if runner_up
         else "Runner-up: none; no other architecture fit in this study."
     )
     return lines
@@ -154,32 +177,21 @@ def neighbourhood_md(fit_map: FitMap, hidden: int, layers: int) -> list[str]:
 
 
 def how_sure_md(fit_map: FitMap, winner: Candidate) -> str:
-    """Whether the widths just above also fit, and what K of K members can and cannot say."""
+    """Whether the widths just above also fit with all their members (the probability
+    section's intervals say how sure; this only shows the neighbours)."""
     where = _architecture_of(winner)
     assert where is not None
     hidden, layers = where
     wider = fit_map.wider(hidden, layers)
-    members = winner.members
-    parts = []
-    if wider:
-        listed = ", ".join(f"{width}: {cell.label if cell else 'not trained'}"
-                           for width, cell in wider)
-        trained = [cell for _, cell in wider if cell is not None]
-        if trained and all(cell.reliable for cell in trained):
-            verdict = "every trained one fits with all its members"
-        elif trained:
-            verdict = "not all fit reliably, so the threshold is not sharp here"
-        else:
-            verdict = "none was trained, so nothing above it confirms it"
-        parts.append(f"the widths just above it at {_layers(layers)} ({listed}): {verdict}.")
+    if not wider:
+        return "*Above it.* It is the widest width of the space: nothing above it confirms it."
+    listed = ", ".join(f"{width}: {cell.label if cell else 'not trained'}"
+                       for width, cell in wider)
+    trained = [cell for _, cell in wider if cell is not None]
+    if trained and all(cell.reliable for cell in trained):
+        verdict = "every trained one fits with all its members"
+    elif trained:
+        verdict = "not all fit with all their members, so one cell's K of K is not sharp here"
     else:
-        parts.append("it is the widest width of the space, so nothing above it confirms it.")
-    share = ILLUSTRATIVE_SHARE
-    sharper = max(8, 2 * members)
-    parts.append(
-        f"Each cell rests on {members} members (initialisations): an architecture that fits for "
-        f"{share:.0%} of initialisations still shows {members} of {members} "
-        f"{share ** members:.0%} of the time, so a cell that fits is likely, not certain, to fit "
-        f"for every seed; `model.ensemble={sharper}` sharpens it ({share ** sharper:.0%})."
-    )
-    return "*How sure.* " + parts[0][0].upper() + parts[0][1:] + " " + parts[1]
+        verdict = "none was trained, so nothing above it confirms it"
+    return f"*Above it.* The widths just above it at {_layers(layers)} ({listed}): {verdict}."

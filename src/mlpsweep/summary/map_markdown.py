@@ -13,8 +13,8 @@ from mlpsweep.summary.study_summary import StudySummary
 from mlpsweep.summary.trial_rows import TrialRow
 
 PER_DEPTH_HEAD = [
-    "layers", "widths trained", "smallest that fits reliably (all members)",
-    "smallest that fits at all (>= 1 member)", "every wider trained width fits reliably",
+    "layers", "widths trained", "smallest where all members of a trial fit",
+    "smallest that fits at all (>= 1 member)", "every wider trained width: all members fit",
     "epochs to fit (min / median / max)",
 ]
 
@@ -30,7 +30,8 @@ def _reliable(row: DepthRow) -> str:
     if row.untried_below:
         below = ", ".join(str(width) for width in row.untried_below[:8])
         more = ", ..." if len(row.untried_below) > 8 else ""
-        text += f"; not tried below: {below}{more}"
+        where = "not tried below" if row.smallest_reliable is not None else "not tried"
+        text += f"; {where}: {below}{more}"
     return text
 
 
@@ -48,7 +49,8 @@ def _epochs(row: DepthRow) -> str:
     if spread is None:
         return "n/a"
     low, median, high = spread
-    return f"{low} / {median:g} / {high} ({len(row.epochs_to_fit)} architectures)"
+    count = len(row.epochs_to_fit)
+    return f"{low} / {median:g} / {high} ({count} architecture{'' if count == 1 else 's'})"
 
 
 def per_depth_table(rows: Sequence[DepthRow]) -> list[str]:

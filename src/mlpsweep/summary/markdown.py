@@ -12,6 +12,7 @@ from datetime import datetime
 from mlpsweep.summary.answer import ANSWER_METRIC
 from mlpsweep.summary.answer_markdown import answer_md
 from mlpsweep.summary.map_markdown import fit_map_md, repeats_line
+from mlpsweep.summary.probability_markdown import cell_p_text, plural, probability_md
 from mlpsweep.summary.study_summary import StudySummary
 from mlpsweep.summary.trial_rows import TrialRow
 
@@ -23,7 +24,8 @@ TABLE_HEAD = [
 
 def summary_markdown(summary: StudySummary) -> str:
     parts = [
-        _header_md(summary), answer_md(summary), fit_map_md(summary), _best_md(summary),
+        _header_md(summary), probability_md(summary), answer_md(summary), fit_map_md(summary),
+        _best_md(summary),
         _pareto_md(summary),
         _top_md(summary), _importances_md(summary), _problems_md(summary),
         _pictures_md(summary), _files_md(summary),
@@ -77,6 +79,7 @@ def _header_md(summary: StudySummary) -> str:
         f"{counts['failed']} failed, {counts['running']} running{waiting} "
         f"({finished} finished{budget}); {counts['retried']} retried after their worker died",
         f"- coverage: {summary.coverage.sentence()}",
+        f"- evidence: {_evidence(summary)}",
         f"- wall time: {_duration(_study_elapsed(summary.rows))} from the first trial's start "
         "to the last finish",
         f"- summary written {datetime.now().isoformat(timespec='seconds')} from the storage and "
@@ -90,6 +93,20 @@ def _header_md(summary: StudySummary) -> str:
             "sweep are failed and retried when the sweep command is run again"
         )
     return "\n".join(lines)
+
+
+def _evidence(summary: StudySummary) -> str:
+    """Architectures, trials and members, each counted as what it is."""
+    probability = summary.probability
+    if not probability.cells:
+        return "no trial with its members' values yet"
+    rounds = max((row.round for row in summary.rows), default=0)
+    later = f", {rounds} rounds of new initialisations after the first" if rounds else ""
+    return (
+        f"{plural(probability.members, 'member')} (initialisations) in "
+        f"{plural(probability.trials, 'trial')} over "
+        f"{plural(probability.architectures, 'architecture')}{later}"
+    )
 
 
 def _study_elapsed(rows: Sequence[TrialRow]) -> float | None:
@@ -131,21 +148,31 @@ def _best_md(summary: StudySummary) -> str:
         "start to finish |",
         f"| folder | `{best.folder or 'not on this machine'}` |",
         "",
-        "Reproduce it:",
+        "Reproduce it (one seed: each member's verdict is one sample of p):",
         "",
         "```",
         best.reproduce or "(no reproduce line recorded)",
         "```",
     ]
-    if len(members) > 1:
-        lines += [
-            "",
-            f"How sure: its {len(members)} members (same architecture, different "
-            f"initialisations) span {_spread(best)}. That is {len(members)} seeds: a fresh one "
-            "will usually land near this range, but so few samples cannot rule out an unlucky "
-            "initialisation.",
-        ]
+    lines += ["", _samples_md(summary, best, len(members))]
     return "\n".join(lines)
+
+
+def _samples_md(summary: StudySummary, best: TrialRow, members: int) -> str:
+    """What the best trial's members say: samples of its cell's p, never a verdict."""
+    params = best.params
+    pooled = ""
+    if "model.hidden" in params and "model.layers" in params:
+        facet = tuple((key, params.get(key)) for key in summary.probability.facet_keys)
+        pooled = cell_p_text(
+            summary.probability, int(params["model.hidden"]), int(params["model.layers"]), facet
+        )
+    text = (
+        f"Its {plural(members, 'member')} (initialisations) span {_spread(best)}: each one's "
+        "fit or miss is one sample of the probability p that an initialisation of this "
+        "architecture fits"
+    )
+    return text + (f"; over all its cell's members, {pooled}." if pooled else ".")
 
 
 def _row_cells(row: TrialRow) -> list[str]:

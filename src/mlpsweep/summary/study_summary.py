@@ -12,6 +12,7 @@ from pathlib import Path
 import optuna
 
 from mlpsweep.summary.answer import DEFAULT_THRESHOLD, Answer, threshold_answer
+from mlpsweep.summary.evidence import Probability, build_probability
 from mlpsweep.summary.fit_map import FitMap, build_fit_map
 from mlpsweep.summary.search_space import Coverage, SearchSpace, coverage_of, space_of
 from mlpsweep.summary.study_source import StudySource, SummaryError
@@ -46,6 +47,7 @@ class StudySummary:
     space: SearchSpace
     coverage: Coverage
     fit_map: FitMap
+    probability: Probability
     pictures: dict[str, Path] = field(default_factory=dict)
     skipped_pictures: dict[str, str] = field(default_factory=dict)
 
@@ -82,4 +84,5 @@ def build_summary(
         space=space,
         coverage=coverage_of(rows, space),
         fit_map=build_fit_map(answer.candidates, space),
+        probability=build_probability(rows, space, threshold),
     )

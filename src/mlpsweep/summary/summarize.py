@@ -24,11 +24,13 @@ from mlpsweep.summary.study_source import (
     resolve_source,
 )
 from mlpsweep.summary.study_summary import StudySummary, build_summary
+from mlpsweep.summary.summary_json import write_summary_json
 from mlpsweep.summary.trials_csv import write_trials_csv
 
 
 def write_outputs(summary: StudySummary, study: optuna.Study, tensorboard: bool = True) -> str:
-    """trials.csv, pictures, summary.md and the TensorBoard entry; returns the summary text."""
+    """trials.csv, pictures, summary.md, summary.json and the TensorBoard entry; returns the
+    summary text."""
     folder = summary.source.folder
     write_trials_csv(summary.rows, folder / "trials.csv")
     summary.pictures, summary.skipped_pictures = plots.draw_all(summary, study, folder / "plots")
@@ -36,6 +38,7 @@ def write_outputs(summary: StudySummary, study: optuna.Study, tensorboard: bool 
     partial = folder / "summary.md.tmp"
     partial.write_text(text)
     os.replace(partial, folder / "summary.md")
+    write_summary_json(summary, folder / "summary.json")
     if tensorboard:
         plots.log_to_tensorboard(summary, text, folder / "summary")
     return text

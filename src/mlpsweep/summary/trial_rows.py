@@ -20,6 +20,7 @@ from mlpsweep.sweep.settings import PARAMETER_COUNT
 from mlpsweep.sweep.trial_states import retried_as, retried_numbers, state_name
 
 ARCHITECTURE_KEYS = ("model.hidden", "model.layers")
+ROUND_ATTR = "round"  # the user attribute a round's trial carries (`mlpsweep.sweep.rounds`)
 
 
 @dataclass
@@ -45,6 +46,8 @@ class TrialRow:
     duplicate_of: int | None = None
     # a dead worker's trial: the number of the copy Optuna queued in its place
     retried_as: int | None = None
+    # 0: the cell's first trial; 1, 2, ...: a later round of new initialisations (`sweep.rounds`)
+    round: int = 0
 
     def metric(self, key: str, stat: str = "mean") -> float | None:
         value = self.metrics.get(key, {}).get(stat)
@@ -118,7 +121,7 @@ def _row(trial: FrozenTrial, study_folder: Path, retried: set[int]) -> TrialRow:
         key: list(summary["members"])
         for key, summary in run_metrics.items()
         if isinstance(summary, dict) and summary.get("members")
-    }
+    } or _kept_members(attrs)
     return TrialRow(
         number=trial.number,
         state=state,
@@ -136,7 +139,17 @@ def _row(trial: FrozenTrial, study_folder: Path, retried: set[int]) -> TrialRow:
         completed=trial.datetime_complete,
         folder=folder,
         duplicate_of=_trial_number(attrs.get("duplicate_of")),
+        round=_trial_number(attrs.get(ROUND_ATTR)) or 0,
     )
+
+
+def _kept_members(attrs: dict[str, Any]) -> dict[str, list[float]]:
+    """The members' values the worker keeps in the trial (`member_values`), for a trial
+    whose folder is on another machine."""
+    kept = attrs.get("member_values")
+    if not isinstance(kept, dict):
+        return {}
+    return {key: list(values) for key, values in kept.items() if isinstance(values, list)}
 
 
 def _fail_reason(state: str, attrs: dict[str, Any]) -> str:
