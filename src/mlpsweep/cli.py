@@ -22,6 +22,7 @@ def config_or_exit(argv: Sequence[str], usage: str, config_name: str = "train") 
     Errors are the user's: they end the process with one line and exit code 2.
     """
     from mlpsweep.config import ConfigError, compose, to_yaml
+    from mlpsweep.key_help import commented_yaml
 
     args = list(argv)
     wants_help = any(a in ("-h", "--help") for a in args)
@@ -36,9 +37,12 @@ def config_or_exit(argv: Sequence[str], usage: str, config_name: str = "train") 
         cfg = compose(overrides, config_name)
     except ConfigError as error:
         sys.exit(fail(str(error)))
-    if wants_help or wants_cfg:
-        if wants_help:
-            print(usage.strip(), "\n\nConfig (override any key as key=value):\n", sep="")
+    if wants_help:  # each key with its meaning; --cfg stays plain yaml, for programs
+        print(usage.strip(), "\n\nConfig (override any key as key=value; after each key, what "
+              "it means):\n", sep="")
+        print(commented_yaml(cfg), end="")
+        sys.exit(0)
+    if wants_cfg:
         print(to_yaml(cfg), end="")
         sys.exit(0)
     return cfg

@@ -26,6 +26,16 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 METRICS = ("val/acc", "train/acc", "val/loss", "train/loss")
 
 
+def _commented_config(*, _root_: DictConfig) -> str:
+    from mlpsweep.key_help import commented_config_resolver
+
+    return commented_config_resolver(_root_=_root_)
+
+
+# `python src/train.py --help` (conf/hydra/help/mlpsweep.yaml) shows each key with its meaning.
+OmegaConf.register_new_resolver("mlpsweep.commented_config", _commented_config, replace=True)
+
+
 class ConfigError(ValueError):
     """A user's configuration mistake, worded as the one line they will see."""
 
@@ -228,7 +238,26 @@ def describe_hydra_error(error: BaseException, overrides: Sequence[str] = ()) ->
         )
     if "Error parsing override" in first and rest:
         return f"{first}: {rest[0]} (write key=value)"
+    unquoted = getattr(error, "override", None)
+    if type(error).__name__ == "OverrideParseException" and unquoted and "=" in unquoted:
+        return needs_quotes_message(unquoted)
     return first
+
+
+def needs_quotes_message(override: str) -> str:
+    """`key=é日本`: Hydra's grammar reads an unquoted value only from ASCII letters, digits and
+    a few signs (https://hydra.cc/docs/advanced/override_grammar/basic), and says so as
+    `LexerNoViableAltException` (or `mismatched input '['`). The way out: quote the value,
+    inside the shell's own quotes, which the shell removes."""
+    key, _, value = override.partition("=")
+    inner = "'" if "'" not in value else '"'
+    outer = '"' if inner == "'" else "'"
+    quoted = f"{outer}{key}={inner}{value}{inner}{outer}"
+    return (
+        f"{override}: Hydra's override grammar reads this value only when quoted (unquoted: "
+        f"ASCII letters, digits and a few signs); write {quoted} (the outer quotes are for "
+        "the shell)"
+    )
 
 
 # Hydra plugins a user may name, and the package that provides each (Hydra's own list).

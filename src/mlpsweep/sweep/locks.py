@@ -65,30 +65,42 @@ def storage_lock(settings: SweepSettings) -> Iterator[None]:
 
     Optuna creates its tables on first open without a lock, so two commands starting one
     new study at once collide on them. The lock is per storage (not per study), because two
-    new studies in one new database collide the same way. PostgreSQL needs a connection
-    before Optuna's storage exists: a short-lived engine of its own.
+    new studies in one new database collide the same way. A database server (PostgreSQL,
+    or any other SQLAlchemy URL) is connected to first, with a short-lived engine of its
+    own: a URL it refuses is one line, before any lock file exists to be left behind.
+    PostgreSQL then takes an advisory lock, another database a file lock in the study folder.
     """
-    if not settings.is_postgres:
+    if settings.storage_url.startswith("sqlite:///"):
         with exclusive("", storage_lock_file(settings), None):
             yield
         return
+    engine = _connected_engine(settings)
+    try:
+        with exclusive("mlpsweep:storage", storage_lock_file(settings), engine):
+            yield
+    finally:
+        engine.dispose()
+
+
+def _connected_engine(settings: SweepSettings) -> Any:
+    """A SQLAlchemy engine that has connected once, or ConfigError naming `sweep.storage`."""
     from sqlalchemy import create_engine
 
     from mlpsweep.storage import engine_kwargs, scrub
 
-    engine = create_engine(settings.storage_url, **engine_kwargs(settings.storage_url))
+    engine = None
     try:
-        try:
-            engine.connect().close()
-        except Exception as error:  # the driver's errors: no server, bad password, no database
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise ConfigError(
-                f"sweep.storage={settings.storage_display!r}: cannot open ({scrub(first_line)})"
-            ) from error
-        with exclusive("mlpsweep:storage", Path(), engine):
-            yield
-    finally:
-        engine.dispose()
+        engine = create_engine(settings.storage_url, **engine_kwargs(settings.storage_url))
+        engine.connect().close()
+    # the driver's errors: no driver, no server, bad password, no database
+    except Exception as error:
+        if engine is not None:
+            engine.dispose()
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ConfigError(
+            f"sweep.storage={settings.storage_display!r}: cannot open ({scrub(first_line)})"
+        ) from error
+    return engine
 
 
 def storage_lock_file(settings: SweepSettings) -> Path:
