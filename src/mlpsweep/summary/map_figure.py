@@ -3,6 +3,8 @@
 Hidden units on x, layers on y; a cell's colour is how many of its members fit (one colour
 per count, red none to green all), its text the members' mean val/acc. An untrained cell
 stays white with no text, so a sampled study shows its gaps; the answer is boxed.
+`probability_map_figure` is the map the summary draws: each cell coloured by its p pooled
+over all its trials, its member count written in it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from matplotlib.colors import BoundaryNorm, ListedColormap  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
+from mlpsweep.summary.evidence import Probability  # noqa: E402
 from mlpsweep.summary.fit_map import FitMap  # noqa: E402
+from mlpsweep.summary.probability import Facet  # noqa: E402
 
 
 def fit_rate_grid(fit_map: FitMap) -> np.ndarray:
@@ -75,4 +79,58 @@ def fit_map_figure(
     bar.ax.set_yticklabels([f"{count}/{members}" for count in range(members + 1)])
     bar.set_label("members that fit")
     figure.tight_layout()
+    return figure
+
+
+def probability_grid(
+    probability: Probability, widths: list[int], depths: list[int], facet: Facet = ()
+) -> tuple[np.ndarray, np.ndarray]:
+    """(depths, widths) pooled p and member counts; NaN / 0 where untrained."""
+    p = np.full((len(depths), len(widths)), np.nan)
+    members = np.zeros((len(depths), len(widths)), dtype=int)
+    for row, depth in enumerate(depths):
+        for col, width in enumerate(widths):
+            cell = probability.cell(width, depth, facet)
+            if cell is not None:
+                p[row, col], members[row, col] = cell.p, cell.members
+    return p, members
+
+
+def probability_map_figure(
+    probability: Probability, widths: list[int], depths: list[int], title: str
+) -> Figure:
+    """The map coloured by each cell's pooled p (members over all its trials), the cell's
+    member count written in it; one panel per facet value, stacked."""
+    facets = probability.facets or [()]
+    panel_height = 0.9 + 0.55 * len(depths)
+    figure = Figure(
+        figsize=(max(7.0, 0.2 * len(widths) + 2.4), 0.8 + panel_height * len(facets)), dpi=100
+    )
+    axes_list = figure.subplots(len(facets), 1, squeeze=False)[:, 0]
+    cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="white")
+    image = None
+    for axes, facet in zip(axes_list, facets, strict=True):
+        p, members = probability_grid(probability, widths, depths, facet)
+        image = axes.imshow(np.ma.masked_invalid(p), cmap=cmap, vmin=0.0, vmax=1.0,
+                            aspect="auto", origin="lower", interpolation="nearest")
+        for row in range(len(depths)):
+            for col in range(len(widths)):
+                if members[row, col]:
+                    axes.text(col, row, str(members[row, col]), ha="center", va="center",
+                              fontsize=6 if len(widths) > 24 else 8)
+        axes.set_xticks(np.arange(-0.5, len(widths)), minor=True)
+        axes.set_yticks(np.arange(-0.5, len(depths)), minor=True)
+        axes.grid(which="minor", color="lightgrey", linewidth=0.5)
+        axes.tick_params(which="minor", length=0)
+        step = max(1, len(widths) // 16)
+        axes.set_xticks(range(0, len(widths), step), [str(width) for width in widths[::step]])
+        axes.set_yticks(range(len(depths)), [str(depth) for depth in depths])
+        axes.set_ylabel("hidden layers")
+        if facet:
+            axes.set_title(", ".join(f"{key}={value}" for key, value in facet), fontsize=9)
+    axes_list[-1].set_xlabel("hidden units per layer (model.hidden)")
+    figure.suptitle(title, fontsize=9)
+    if image is not None:
+        bar = figure.colorbar(image, ax=list(axes_list), pad=0.01, fraction=0.04)
+        bar.set_label("P(fit): members that fit / members")
     return figure

@@ -25,7 +25,8 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from mlpsweep.plots import save_png  # noqa: E402
 from mlpsweep.summary.answer import ANSWER_METRIC, fitting_candidates  # noqa: E402
-from mlpsweep.summary.map_figure import fit_map_figure  # noqa: E402
+from mlpsweep.summary.curve_figure import curves_figure  # noqa: E402
+from mlpsweep.summary.map_figure import fit_map_figure, probability_map_figure  # noqa: E402
 from mlpsweep.summary.study_stats import (  # noqa: E402
     importance_evaluator,
     importance_target,
@@ -37,7 +38,8 @@ from mlpsweep.summary.trial_rows import TrialRow  # noqa: E402
 FIGSIZE = (8.0, 5.0)
 DPI = 100
 PICTURES = {
-    "map": "The fit map: members that fit, per hidden units x layers",
+    "map": "The fit map: P(fit) per hidden units x layers, pooled over every trial",
+    "curves": "Fit-probability curves, one per depth",
     "best_fit": "The best trial's fit (the tutorial's picture)",
     "architecture": "Validation accuracy over hidden units x layers",
     "size_vs_accuracy": "Members' validation accuracy against network size",
@@ -57,6 +59,7 @@ def draw_all(
     plots_dir.mkdir(parents=True, exist_ok=True)
     drawers: dict[str, Callable[[], Figure | Path | str]] = {
         "map": lambda: map_figure(summary),
+        "curves": lambda: probability_curves(summary),
         "best_fit": lambda: best_fit(summary, plots_dir / "best_fit.png"),
         "architecture": lambda: architecture_figure(summary),
         "size_vs_accuracy": lambda: size_figure(summary),
@@ -83,9 +86,26 @@ def draw_all(
     return drawn, skipped
 
 
+def _axes_of(summary: StudySummary) -> tuple[list[int], list[int]]:
+    widths = sorted(int(value) for value in summary.space.values("model.hidden"))
+    depths = sorted(int(value) for value in summary.space.values("model.layers"))
+    return widths, depths
+
+
 def map_figure(summary: StudySummary) -> Figure | str:
-    """The fit map (`map_figure.fit_map_figure`), the answer boxed; a reason when the space
-    is no hidden x layers map."""
+    """The map coloured by each cell's pooled p, its member count in it (one panel per
+    facet value); without per-member values, the older map of one trial per cell."""
+    probability = summary.probability
+    if probability.cells:
+        widths, depths = _axes_of(summary)
+        coverage = summary.coverage
+        total = coverage.total if coverage.total is not None else "?"
+        title = (
+            f"Colour: P(fit) = members that fit / members, pooled over every trial of the cell "
+            f"(train/acc = 1, {ANSWER_METRIC} >= {summary.answer.threshold:g}); text: members\n"
+            f"{coverage.trained} of {total} {summary.space.noun} trained (blank: not trained)"
+        )
+        return probability_map_figure(probability, widths, depths, title)
     fit_map = summary.fit_map
     if not fit_map.drawable:
         return fit_map.reason
@@ -101,6 +121,15 @@ def map_figure(summary: StudySummary) -> Figure | str:
         "(blank: not trained)"
     )
     return fit_map_figure(fit_map, title, answer)
+
+
+def probability_curves(summary: StudySummary) -> Figure | str:
+    """P(fit | width) per depth (`curve_figure`); a reason when there is no curve."""
+    probability = summary.probability
+    if not probability.answers:
+        return probability.reason
+    widths, _ = _axes_of(summary)
+    return curves_figure(probability, max(widths, default=1))
 
 
 def best_fit(summary: StudySummary, target: Path) -> Path | str:
