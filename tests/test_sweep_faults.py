@@ -264,3 +264,29 @@ def test_learned_nothing_means_no_better_than_the_more_common_label() -> None:
     assert learned_nothing_warning(result_with_train_acc(0.43)) is not None
     assert learned_nothing_warning(result_with_train_acc(0.58)) is None
     assert learned_nothing_warning(result_with_train_acc(0.5, 0.9)) is None, "the mean counts"
+
+
+# ---- a configuration proposed while its twin still trains ----------------------------
+
+
+ONE_POINT_SPACE = (
+    "~sweep.space.model", "+sweep.space.model.hidden={type:categorical,choices:[3]}",
+    "sweep/pruner=none",
+)
+
+
+@pytest.mark.slow
+def test_two_workers_asking_one_config_at_once_train_it_once(tmp_path: Path) -> None:
+    """Both workers ask while the other's trial still trains: the later one is a repeat."""
+    args = [
+        *sweep_args(tmp_path, "sweep.n_trials=2", *ONE_POINT_SPACE), "sweep.workers=2",
+        "sweep.batch=1", "trainer.max_epochs=3000", "trainer.val_every=1000",
+    ]
+    result = run_script("src/sweep.py", *args)
+    assert result.returncode == 0, result.stderr
+    first, second = load(f"sqlite:///{tmp_path / 'mlp_arch' / 'study.db'}").get_trials()
+    assert first.user_attrs["pid"] != second.user_attrs["pid"], "asked by the two workers"
+    assert [first.state, second.state] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert "duplicate_of" not in first.user_attrs
+    assert second.user_attrs["duplicate_of"] == first.number and second.values == first.values
+    assert sorted(p.name for p in (tmp_path / "mlp_arch" / "trials").iterdir()) == ["0"]

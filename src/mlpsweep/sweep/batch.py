@@ -1,7 +1,8 @@
 """A batch of asked trials trained as one network, each told the moment it leaves.
 
-The worker asks Optuna for up to `sweep.batch` trials at once. Those whose config cannot be
-trained (rejected, or a repeat of a completed trial) are told at once; the rest are grouped
+The worker asks Optuna for up to `sweep.batch` trials at once (and prepares each under its ask
+lock, see `trial.prepare`). Those whose config cannot be trained (rejected, or a repeat of a
+completed trial) are told at once; repeats of a running trial wait for it; the rest are grouped
 by everything but `model.hidden` and `model.layers` (a searched `model.lr` makes groups of
 its own) and each group trains as one `batch_training.train_batch`. Each trial reports its
 validations to its own pruner and is told its state as soon as it leaves the batch, so a
@@ -14,49 +15,65 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial
 
 from mlpsweep.batch_config import BATCHED_KEYS, config_leaves
-from mlpsweep.sweep.optuna_private import study_storage, trial_id
 from mlpsweep.sweep.optuna_setup import pruning_enabled
 from mlpsweep.sweep.settings import SweepSettings
-from mlpsweep.sweep.trial import Outcome, PreparedTrial, failed, open_folder, outcome_of, prepare
+from mlpsweep.sweep.trial import (
+    Outcome,
+    PreparedTrial,
+    failed,
+    open_folder,
+    outcome_of,
+    twin_outcome,
+)
 
 Tell = Callable[[optuna.Trial, Outcome], None]
 
 
-def run_batch(
-    trials: Sequence[optuna.Trial],
-    settings: SweepSettings,
-    base_overrides: Sequence[str],
-    tell: Tell,
-) -> None:
-    """Prepare, group and train `trials`; every trial is told exactly once through `tell`.
+Asked = tuple[optuna.Trial, PreparedTrial | Outcome]  # a trial and what `prepare` made of it
+AwaitTwin = Callable[[int], FrozenTrial]  # waits until trial n is finished; returns it
 
-    Ctrl-C propagates with the untold trials left to the caller (who queues them again).
+
+def run_batch(
+    asked: Sequence[Asked],
+    settings: SweepSettings,
+    tell: Tell,
+    await_twin: AwaitTwin,
+) -> None:
+    """Group and train the asked trials; every trial is told exactly once through `tell`.
+
+    Trials that need no training (rejected, a repeat of a completed trial) are told at
+    once. Repeats of a trial still running (in this batch or elsewhere) are resolved after
+    this batch trained: each takes its twin's result when the twin ends, or is trained
+    after all if the twin failed. Ctrl-C propagates with the untold trials left to the
+    caller (who queues them again).
     """
     to_train: list[PreparedTrial] = []
-    repeats: list[tuple[optuna.Trial, PreparedTrial]] = []
-    for trial in trials:
-        prepared = prepare(trial, settings, base_overrides)
+    repeats: list[PreparedTrial] = []
+    for trial, prepared in asked:
         if not isinstance(prepared, PreparedTrial):
             tell(trial, prepared)
-            continue
-        twin = next((p for p in to_train if p.fingerprint == prepared.fingerprint), None)
-        if twin is not None:  # the sampler proposed one config twice in one batch
-            repeats.append((trial, twin))
-        else:
+        elif prepared.waits_for is None:
             to_train.append(prepared)
-    outcomes: dict[int, Outcome] = {}
+        else:
+            repeats.append(prepared)
+    train_all(to_train, settings, tell)
+    orphans = []
+    for repeat in repeats:
+        assert repeat.waits_for is not None
+        outcome = twin_outcome(repeat.trial, await_twin(repeat.waits_for))
+        if outcome is None:
+            orphans.append(repeat)
+        else:
+            tell(repeat.trial, outcome)
+    train_all(orphans, settings, tell)
 
-    def tell_trained(prepared: PreparedTrial, outcome: Outcome) -> None:
-        outcomes[prepared.trial.number] = outcome
-        tell(prepared.trial, outcome)
 
-    for group in batch_groups(to_train):
-        train_group(group, settings, tell_trained)
-    for trial, twin in repeats:
-        tell(trial, repeat_outcome(trial, twin, outcomes.get(twin.trial.number)))
+def train_all(prepared: Sequence[PreparedTrial], settings: SweepSettings, tell: Tell) -> None:
+    for group in batch_groups(prepared):
+        train_group(group, settings, lambda item, outcome: tell(item.trial, outcome))
 
 
 def batch_groups(prepared: Sequence[PreparedTrial]) -> list[list[PreparedTrial]]:
@@ -104,16 +121,3 @@ def train_group(group: list[PreparedTrial], settings: SweepSettings, tell: Calla
         for index, item in enumerate(group):
             if index not in told:
                 tell(item, failed(item.trial, f"{type(error).__name__}: {error}"))
-
-
-def repeat_outcome(trial: optuna.Trial, twin: PreparedTrial, outcome: Outcome | None) -> Outcome:
-    """A config proposed twice in one batch: the repeat takes its twin's outcome."""
-    from mlpsweep.sweep.trial_config import reuse_twin
-
-    if outcome is None or outcome[0] != TrialState.COMPLETE:
-        trial.set_user_attr("duplicate_of", twin.trial.number)
-        if outcome is not None and outcome[0] == TrialState.PRUNED:
-            return TrialState.PRUNED, None
-        return failed(trial, f"repeat of trial {twin.trial.number}, which failed")
-    frozen = study_storage(twin.trial.study).get_trial(trial_id(twin.trial))
-    return reuse_twin(trial, frozen)

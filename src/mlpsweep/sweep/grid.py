@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from mlpsweep.config import ConfigError
 from mlpsweep.sweep.optuna_private import grid_cells
+from mlpsweep.sweep.rounds import ROUND_ATTR
 from mlpsweep.sweep.settings import ParamSpec, SweepSettings
 
 ORDER_FIRST = ("model.layers", "model.hidden")  # then the other keys, alphabetically
@@ -78,6 +79,8 @@ def check_study_grid(study: optuna.Study, settings: SweepSettings) -> None:
     budget without covering this grid's cells, so a different grid needs its own study."""
     grid = grid_search_space(settings.space)
     for trial in study.get_trials(deepcopy=False):
+        if ROUND_ATTR in trial.user_attrs:
+            continue  # a later round's trial: enqueued with fixed params, it has no grid id
         # finished only: a trial just asked by another worker may not have its cell yet
         if trial.state.is_finished() and trial.system_attrs.get("search_space") != grid:
             ranges = ", ".join(f"{name} {values[0]}..{values[-1]}" for name, values in grid.items())

@@ -29,7 +29,7 @@ from mlpsweep.sweep.optuna_private import study_storage, trial_id
 
 HOST_ATTR, PID_ATTR = "host", "pid"
 # what describes one attempt, not the configuration: a retry does not inherit it
-ATTEMPT_ATTRS = ("fail_reason", HOST_ATTR, PID_ATTR, "run_dir")
+ATTEMPT_ATTRS = ("fail_reason", HOST_ATTR, PID_ATTR, "run_dir", "waits_for", "duplicate_of")
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 

@@ -71,6 +71,7 @@ class SweepSchema:
     heartbeat_interval: int = MISSING
     grace_period: int = MISSING
     max_retry: int = MISSING
+    max_members: int = 32  # a grid cell's members over all its rounds (sweep=grid)
 
 
 Check = tuple[str, Callable[[Any], bool], str]
@@ -83,7 +84,9 @@ RANGE_CHECKS: tuple[Check, ...] = (
     ("heartbeat_interval", lambda seconds: seconds >= 1, "an integer >= 1"),
     ("grace_period", lambda seconds: seconds >= 1, "an integer >= 1"),
     ("max_retry", lambda count: count >= 0, "an integer >= 0"),
+    ("max_members", lambda count: count >= 1, "an integer >= 1"),
 )
+GRID_KEY_LIMIT = 3  # hidden x layers and one facet: a map, curves and an answer per value
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,11 @@ class SweepSettings:
     heartbeat_interval: int
     grace_period: int
     max_retry: int
+    # the grid's rounds (`sweep.rounds`): members per cell at most, per trial, seed, fit bar
+    max_members: int = 32
+    ensemble: int = 1
+    seed: int = 0
+    fit_val_acc: float = 0.99
 
     @property
     def multi_objective(self) -> bool:
@@ -194,6 +202,7 @@ def parse_settings(cfg: DictConfig) -> SweepSettings:
     _check_storage_url(storage)
     space = parse_space(cfg, sweep.space)
     sampler = _sampler_settings(sweep.sampler)
+    _check_grid_rounds(cfg, sweep, space, sampler)
     return SweepSettings(
         study_name=sweep.study_name,
         storage_url=storage,
@@ -208,7 +217,35 @@ def parse_settings(cfg: DictConfig) -> SweepSettings:
         heartbeat_interval=sweep.heartbeat_interval,
         grace_period=sweep.grace_period,
         max_retry=sweep.max_retry,
+        max_members=sweep.max_members,
+        ensemble=_ensemble(cfg),
+        seed=int(OmegaConf.select(cfg, "seed", default=0)),
+        fit_val_acc=float(OmegaConf.select(cfg, "trainer.fit_val_acc", default=0.99)),
     )
+
+
+def _ensemble(cfg: DictConfig) -> int:
+    return int(OmegaConf.select(cfg, "model.ensemble", default=1))
+
+
+def _check_grid_rounds(
+    cfg: DictConfig, sweep: Any, space: tuple[ParamSpec, ...], sampler: dict[str, Any]
+) -> None:
+    """A grid's members per cell start at model.ensemble, so the cap cannot be below it; a
+    grid over more than 3 keys has no map, curves and answer per value to show."""
+    if sampler["name"] != GRID_SAMPLER:
+        return
+    if sweep.max_members < _ensemble(cfg):
+        raise ConfigError(
+            f"sweep.max_members={sweep.max_members}: must be >= model.ensemble="
+            f"{_ensemble(cfg)} (a cell's first trial already has that many members)"
+        )
+    if len(space) > GRID_KEY_LIMIT:
+        keys = ", ".join(spec.path for spec in space)
+        raise ConfigError(
+            f"sweep.space: a grid searches at most {GRID_KEY_LIMIT} keys (model.hidden, "
+            f"model.layers and one facet), not {len(space)} ({keys})"
+        )
 
 
 def typed_sweep(node: Any) -> Any:

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import optuna
 from omegaconf import DictConfig
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from mlpsweep.config import ConfigError
+from mlpsweep.sweep.rounds import MEMBER_VALUES_ATTR, round_overrides
 from mlpsweep.sweep.settings import PARAMETER_COUNT, SweepSettings
 from mlpsweep.sweep.trial_config import (
     completed_twin,
@@ -31,14 +32,23 @@ from mlpsweep.sweep.trial_config import (
 Outcome = tuple[TrialState, "list[float] | None"]
 
 
+WAITS_FOR_ATTR = "waits_for"  # a repeat's running twin, while it waits for its result
+
+
 @dataclass
 class PreparedTrial:
-    """A trial whose config composed and that needs training: what the batch trains."""
+    """A trial whose config composed and that needs training, or its running twin's result.
+
+    `waits_for` is the number of a RUNNING trial with the very same config (asked by this
+    or another worker a moment before): the repeat takes that trial's result instead of
+    training the same network again, or trains it after all if the twin dies.
+    """
 
     trial: optuna.Trial
     cfg: DictConfig
     fingerprint: str
     run_dir: Path | None = None
+    waits_for: int | None = None
 
 
 def trial_dir(settings: SweepSettings, number: int) -> Path:
@@ -56,11 +66,14 @@ def prepare(
     """Sample the trial's parameters and compose its config; an outcome if no training is due.
 
     A config the schema rejects fails the trial; a config already completed by another
-    trial (training is seeded and deterministic) reuses that twin's result.
+    trial (training is seeded and deterministic) reuses that twin's result; one still
+    training elsewhere makes this trial a repeat that waits for it (`running_twin`).
+    Called under the worker's ask lock, so two workers asking at once see each other's
+    configs: the second of two alike waits for the first instead of training it again.
     """
     params = {spec.path: spec.suggest(trial) for spec in settings.space}
     try:
-        cfg = trial_config(base_overrides, params)
+        cfg = trial_config(base_overrides, params | round_overrides(trial))
     except ConfigError as error:
         return failed(trial, f"config rejected: {error}")
     trial.set_user_attr("reproduce", reproduce_command(cfg))
@@ -69,7 +82,36 @@ def prepare(
     twin = completed_twin(trial.study, fingerprint)
     if twin is not None:
         return reuse_twin(trial, twin)
-    return PreparedTrial(trial, cfg, fingerprint)
+    running = running_twin(trial, fingerprint)
+    if running is not None:
+        trial.set_user_attr(WAITS_FOR_ATTR, running)
+    return PreparedTrial(trial, cfg, fingerprint, waits_for=running)
+
+
+def running_twin(trial: optuna.Trial, fingerprint: str) -> int | None:
+    """The first RUNNING trial (not this one) with this config that trains it itself."""
+    for other in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        trains_itself = other.user_attrs.get(WAITS_FOR_ATTR) is None
+        same = other.user_attrs.get("config_fingerprint") == fingerprint
+        if same and trains_itself and other.number != trial.number:
+            return other.number
+    return None
+
+
+def twin_outcome(trial: optuna.Trial, twin: FrozenTrial) -> Outcome | None:
+    """A repeat's outcome from its finished twin; None if the repeat must train after all.
+
+    A complete twin's result is taken, a pruned twin's verdict too (the same curve would be
+    pruned at the same step). A failed twin may have failed for its worker's sake (killed,
+    interrupted, the storage gone), not the config's: the repeat trains it itself.
+    """
+    if twin.state == TrialState.COMPLETE:
+        return reuse_twin(trial, twin)
+    trial.set_user_attr(WAITS_FOR_ATTR, None)
+    if twin.state == TrialState.PRUNED:
+        trial.set_user_attr("duplicate_of", twin.number)
+        return TrialState.PRUNED, None
+    return None
 
 
 def open_folder(prepared: PreparedTrial, settings: SweepSettings) -> Path:
@@ -117,3 +159,9 @@ def record_run(trial: optuna.Trial, result: object) -> None:
         for key, summary in result.metrics.items()
     }
     trial.set_user_attr("metrics", without_members)
+    # the members' own values, which the grid's rounds pool (`sweep.rounds`) wherever the
+    # trial's folder is
+    trial.set_user_attr(MEMBER_VALUES_ATTR, {
+        key: list(result.metrics[key].members)
+        for key in ("train/acc", "val/acc") if key in result.metrics
+    })

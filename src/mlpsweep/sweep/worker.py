@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import TrialState
 
 from mlpsweep.config import compose
-from mlpsweep.sweep.batch import run_batch
+from mlpsweep.sweep.batch import Asked, run_batch
 from mlpsweep.sweep.liveness import (
     end_with_parent,
     mark_owner,
@@ -29,8 +29,9 @@ from mlpsweep.sweep.liveness import (
 from mlpsweep.sweep.locks import ask_lock
 from mlpsweep.sweep.optuna_private import study_storage, trial_id
 from mlpsweep.sweep.optuna_setup import open_sweep_storage, worker_study
+from mlpsweep.sweep.rounds import plan_round, rounds_enabled
 from mlpsweep.sweep.settings import SweepSettings, parse_settings
-from mlpsweep.sweep.trial import Outcome
+from mlpsweep.sweep.trial import Outcome, prepare
 from mlpsweep.sweep.trial_config import training_overrides
 from mlpsweep.sweep.trial_states import budget_used, finished_count
 
@@ -38,12 +39,18 @@ WAIT_POLL_S = 5  # how often a worker with nothing to ask looks again (at most t
 
 
 def next_batch(
-    study: optuna.Study, settings: SweepSettings, storage: optuna.storages.RDBStorage
-) -> list[optuna.Trial]:
-    """Up to `sweep.batch` new (or re-queued) trials the study still needs; [] when done.
+    study: optuna.Study,
+    settings: SweepSettings,
+    storage: optuna.storages.RDBStorage,
+    base_overrides: Sequence[str],
+) -> list[Asked]:
+    """Up to `sweep.batch` new (or re-queued) trials the study still needs, each prepared;
+    [] when done.
 
-    Counting and asking happen under one lock, so workers together never overshoot
-    `sweep.n_trials`; re-queued trials (WAITING) are always taken, they are already counted.
+    Counting, asking and sampling happen under one lock, so workers together never
+    overshoot `sweep.n_trials`, and a worker sees the configs other workers just asked: a
+    repeat of a running one waits for it (`trial.prepare`). Re-queued trials (WAITING) are
+    always taken, they are already counted.
     """
     with ask_lock(settings, storage):
         optuna.storages.fail_stale_trials(study)
@@ -51,9 +58,11 @@ def next_batch(
         trials = study.get_trials(deepcopy=False)
         queued = sum(1 for trial in trials if trial.state == TrialState.WAITING)
         wanted = min(settings.batch, max(queued, fair_share(settings, trials)))
-        batch = [study.ask() for _ in range(wanted)]
-        for trial in batch:
+        batch = []
+        for _ in range(wanted):
+            trial = study.ask()
             mark_owner(trial)
+            batch.append((trial, prepare(trial, settings, base_overrides)))
         return batch
 
 
@@ -121,31 +130,43 @@ def run_trials(
     """
     told = 0
     while True:
-        batch = next_batch(study, settings, storage)
+        batch = next_batch(study, settings, storage, base_overrides)
         if batch:
-            train_and_tell(study, batch, settings, storage, base_overrides, on_trial_end)
+            train_and_tell(study, batch, settings, storage, on_trial_end)
             told += len(batch)
+            continue
+        if rounds_enabled(settings) and queue_round(study, settings, storage):
             continue
         trials = study.get_trials(deepcopy=False)
         running = running_elsewhere(trials)
-        if finished_count(trials) >= settings.n_trials or not running:
+        if not running or (
+            finished_count(trials) >= settings.n_trials and not rounds_enabled(settings)
+        ):
             return told
         if on_wait is not None:
             on_wait(study, running)
         time.sleep(min(settings.heartbeat_interval, WAIT_POLL_S))
 
 
+def queue_round(
+    study: optuna.Study, settings: SweepSettings, storage: optuna.storages.RDBStorage
+) -> int:
+    """The grid's next round of new initialisations (`rounds.plan_round`), planned under
+    the ask lock so that two workers never queue the same round twice."""
+    with ask_lock(settings, storage):
+        return plan_round(study, settings)
+
+
 def train_and_tell(
     study: optuna.Study,
-    batch: Sequence[optuna.Trial],
+    batch: Sequence[Asked],
     settings: SweepSettings,
     storage: optuna.storages.RDBStorage,
-    base_overrides: Sequence[str],
     on_trial_end: Callable[[optuna.Study], None] | None,
 ) -> None:
     """One batch: each trial told the moment it ends; Ctrl-C queues the untold ones again."""
-    untold = {trial.number: trial for trial in batch}
-    with TrialHeartbeats(storage, batch) as heartbeats:
+    untold = {trial.number: trial for trial, _ in batch}
+    with TrialHeartbeats(storage, list(untold.values())) as heartbeats:
 
         def tell(trial: optuna.Trial, outcome: Outcome) -> None:
             state, values = outcome
@@ -156,11 +177,31 @@ def train_and_tell(
                 on_trial_end(study)
 
         try:
-            run_batch(batch, settings, base_overrides, tell)
+            run_batch(batch, settings, tell, lambda number: await_trial(study, storage, number))
         except KeyboardInterrupt:
             for trial in untold.values():
                 _requeue_interrupted(study, trial, storage)
             raise
+
+
+def await_trial(
+    study: optuna.Study, storage: optuna.storages.RDBStorage, number: int
+) -> optuna.trial.FrozenTrial:
+    """Trial `number` once it is finished: a repeat waits here for its running twin.
+
+    While waiting, a twin whose process died here or whose heartbeat went stale is failed
+    (and queued again) as `next_batch` would, so a dead twin cannot hold its repeat forever.
+    """
+    while True:
+        trial = study.get_trials(deepcopy=False)[number]
+        if trial.state.is_finished():
+            return trial
+        optuna.storages.fail_stale_trials(study)
+        requeue_dead_local(study, storage)
+        time.sleep(TWIN_POLL_S)
+
+
+TWIN_POLL_S = 1.0  # a repeat's look at its twin: one storage read
 
 
 def _requeue_interrupted(
