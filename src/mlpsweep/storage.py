@@ -34,21 +34,31 @@ def scrub(text: str) -> str:
     return _URL.sub(lambda match: mask_url(match.group(0)), text)
 
 
-def engine_kwargs(url: str) -> dict[str, Any]:
-    """Waiting rules per database: SQLite waits for a busy file; PostgreSQL fails fast when down."""
+def engine_kwargs(url: str, read_only_sessions: bool = False) -> dict[str, Any]:
+    """Waiting rules per database: SQLite waits for a busy file; PostgreSQL fails fast when down.
+
+    `read_only_sessions`: PostgreSQL refuses every write of the connection
+    (`default_transaction_read_only`), for readers such as the summary. SQLite's read-only
+    mode is in its URL instead (`mode=ro`, see `summary.study_source.read_only_url`).
+    """
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 60}}
     if url.startswith("postgresql"):
-        return {"connect_args": {"connect_timeout": 5}, "pool_pre_ping": True}
+        connect_args: dict[str, Any] = {"connect_timeout": 5}
+        if read_only_sessions:
+            connect_args["options"] = "-c default_transaction_read_only=on"
+        return {"connect_args": connect_args, "pool_pre_ping": True}
     return {}
 
 
-def open_rdb(url: str, **options: Any) -> Any:
+def open_rdb(url: str, read_only_sessions: bool = False, **options: Any) -> Any:
     """`optuna.storages.RDBStorage(url, **options)`, or StorageError with a one-line reason."""
     from optuna.storages import RDBStorage
 
     try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs(url), **options)
+        return RDBStorage(
+            url, engine_kwargs=engine_kwargs(url, read_only_sessions), **options
+        )
     # SQLAlchemy/driver errors: bad URL, no server, no driver, bad password.
     except Exception as error:
         lines = str(error).strip().splitlines()
