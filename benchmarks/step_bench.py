@@ -10,7 +10,8 @@
   not assumed (AVX2 and AVX-512 hosts differ by 2x).
 
 Variants are interleaved, each timed over a block of epochs, repeated; medians are reported
-with the load average, since these machines are shared and noisy.
+with the load average, since these machines are shared and noisy. Times are the process's
+CPU time (one thread), which other processes on the host inflate far less than wall time.
 """
 
 from __future__ import annotations
@@ -46,10 +47,10 @@ def peak_gflops(repeats: int = 5) -> float:
     a @ b
     times = []
     for _ in range(repeats):
-        started = time.perf_counter()
+        started = time.process_time()
         for _ in range(5):
             a @ b
-        times.append((time.perf_counter() - started) / 5)
+        times.append((time.process_time() - started) / 5)
     return 2 * 1024**3 / min(times) / 1e9
 
 
@@ -121,10 +122,10 @@ def measure(repeats: int) -> dict:
             run()  # warm up
         for _ in range(repeats):  # interleaved
             for name, run in variants.items():
-                started = time.perf_counter()
+                started = time.process_time()
                 for _ in range(epochs):
                     run()
-                timings[name].append((time.perf_counter() - started) / epochs * 1e3)
+                timings[name].append((time.process_time() - started) / epochs * 1e3)
         medians = {name: statistics.median(values) for name, values in timings.items()}
         useful = useful_flop_per_epoch(shape) / (medians["engine"] / 1e3) / 1e9
         results["shapes"][shape] = {

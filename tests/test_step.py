@@ -45,7 +45,7 @@ def hand_gradients(layers, inputs, labels) -> list[torch.Tensor]:
 
 
 def reference_outputs(inputs, layers) -> list[torch.Tensor]:
-    """Every layer's output by plain differentiable formulas (baddbmm, sigmoid), each sigmoid
+    """Every layer's output by plain differentiable formulas (the step's kernels), each sigmoid
     over a tensor padded to `layout.TAIL_FREE` as `step.layer_output` does, so that the
     forward values are the step's bit for bit and only backward is under test."""
     members, depth = layers[0][0].shape[0], len(layers) - 1
@@ -55,6 +55,8 @@ def reference_outputs(inputs, layers) -> list[torch.Tensor]:
             bias = bias[..., :1]
         if weight.shape[1] == 1:
             pre = torch.addcmul(bias, activations, weight)
+        elif weight.shape[2] == 1:  # the output unit, as the step computes it
+            pre = (activations * weight.transpose(1, 2)).sum(dim=2, keepdim=True) + bias
         else:
             pre = torch.baddbmm(bias, activations, weight)
         flat = pre.reshape(-1)

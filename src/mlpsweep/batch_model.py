@@ -62,12 +62,14 @@ class StepPlan:
 
     groups: tuple[tuple[tuple[tuple[nn.Parameter, nn.Parameter], ...], int], ...]
     params: tuple[nn.Parameter, ...]
+    adam_lists: step.FusedAdamLists | None
 
     @classmethod
-    def of(cls, groups: Sequence[DepthGroup]) -> StepPlan:
+    def of(cls, groups: Sequence[DepthGroup], optimizer: torch.optim.Adam | None) -> StepPlan:
         pairs = tuple((group.layer_pairs(), group.size) for group in groups)
         params = tuple(param for layers, _ in pairs for param in step.parameters(layers))
-        return cls(pairs, params)
+        lists = step.fused_adam_lists(optimizer, params) if optimizer is not None else None
+        return cls(pairs, params, lists)
 
 
 @dataclass(frozen=True)
@@ -204,7 +206,7 @@ class BatchedMLP(nn.Module):
         self.first_member = firsts[:-1]  # a trial's first member id, in the original trial order
         self.optimizer: torch.optim.Adam | None = self.new_optimizer({})
         self.member_ids = self.current_member_ids()
-        self.plan = StepPlan.of(self.groups)
+        self.plan = StepPlan.of(self.groups, self.optimizer)
 
     # ---- who is where ----------------------------------------------------------------
 
@@ -292,7 +294,12 @@ class BatchedMLP(nn.Module):
         probabilities are NaN."""
         try:
             return step.train_step(
-                inputs, labels, self.plan.groups, self.plan.params, self.optimizer
+                inputs,
+                labels,
+                self.plan.groups,
+                self.plan.params,
+                self.optimizer,
+                self.plan.adam_lists,
             )
         except step.NonFiniteProbabilities as error:
             leaving = self.non_finite_trials(error.prob)
@@ -344,7 +351,7 @@ class BatchedMLP(nn.Module):
         self.groups = nn.ModuleList(group for group in self.groups if group.keep(leaving, carried))
         self.optimizer = self.new_optimizer(carried) if self.groups else None
         self.member_ids = self.current_member_ids()
-        self.plan = StepPlan.of(self.groups)
+        self.plan = StepPlan.of(self.groups, self.optimizer)
 
 
 def group_key(spec: TrialSpec) -> tuple[int, int]:

@@ -28,7 +28,9 @@ tensor's width and member count, and a trial then drifted 2e-4 from itself alone
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -55,21 +57,31 @@ def layer_output(
     """sigmoid(activations (K, N, in) @ weight (K, in, out) + bias (K, 1, out)), every member
     at once, computed so that no member's element falls in a kernel's scalar tail: the result
     is written into a buffer of `layout.TAIL_FREE`-multiple length and the sigmoid runs over
-    the whole buffer (its spare end holds junk no one reads). At least two members go
-    through the product, for the reason `bmm` gives.
+    the whole buffer (its spare end holds junk no one reads).
 
-    The first layer of this 1-D problem is thin (in = 1), and there the CPU's batched matrix
-    product falls to a slow path: for 64 members of width 64 its forward and backward took
-    0.39 ms as `baddbmm` and 0.26 ms as `addcmul`, an elementwise product (exact)."""
-    rows, points, width = max(members, 2), activations.shape[1], weight.shape[2]
+    Each layer takes the kernel measured fastest for its shape, all of them computing a
+    member's elements the same way in a batch of any size (`tests/test_layout.py`):
+
+    - the input layer (in = 1) is an outer product: `addcmul` (the batched product's thin
+      path took 0.39 ms forward and backward for 64 members of width 64, this 0.26 ms);
+    - the output unit (out = 1) is a product and a sum over the hidden units (2-4x faster
+      than `baddbmm`'s matrix-vector path on these shapes, and exact in the canonical
+      layout, where every member sums the same number of units);
+    - hidden layers are `baddbmm`, at least two members at a time (see `bmm`)."""
+    points, fan_in, width = activations.shape[1], weight.shape[1], weight.shape[2]
+    rows = members if members > 1 or fan_in == 1 or width == 1 else 2
     size = rows * points * width
     buffer = weight.new_empty(layout.tail_free_length(size))
     out = buffer[:size].view(rows, points, width)
-    operands = [t.expand(rows, -1, -1) for t in (bias, activations, weight)]
-    if weight.shape[1] == 1:  # the input layer: an outer product per member
-        torch.addcmul(*operands, out=out)
+    if fan_in == 1:  # the input layer: an outer product per member
+        torch.addcmul(bias, activations, weight, out=out)
+    elif width == 1:  # the output unit: a product and a sum over the hidden units
+        torch.sum(activations * weight.transpose(1, 2), dim=2, keepdim=True, out=out)
+        out += bias
+    elif rows == members:
+        torch.baddbmm(bias, activations, weight, out=out)
     else:
-        torch.baddbmm(*operands, out=out)
+        torch.baddbmm(*(t.expand(rows, -1, -1) for t in (bias, activations, weight)), out=out)
     torch.sigmoid_(buffer)
     return out[:members]
 
@@ -98,10 +110,17 @@ def loss_sums(prob: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return losses.sum(dim=(1, 2))
 
 
+@functools.cache
+def per_point_weight(points: int, dtype: torch.dtype) -> torch.Tensor:
+    """1/N as the 0-d tensor autograd seeds BCE's backward with (made once per N, not per
+    step; never written to)."""
+    return torch.full((), 1.0 / points, dtype=dtype)
+
+
 def output_gradient(prob: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """d(sum of the members' mean BCE) / d(output pre-activation), shape (K, N, 1): what
     autograd computes from `loss_sums(...).backward(1/N per member)`."""
-    per_point = torch.full((), 1.0 / prob.shape[1], dtype=prob.dtype)
+    per_point = per_point_weight(prob.shape[1], prob.dtype)
     targets = labels.expand_as(prob)
     grad_prob = torch.ops.aten.binary_cross_entropy_backward(per_point, prob, targets, None, 0)
     return torch.ops.aten.sigmoid_backward(grad_prob, prob)
@@ -122,16 +141,17 @@ def backpropagate(
     for layer in range(depth, -1, -1):
         bias_grad = grad.sum(dim=1, keepdim=True)
         if layer == depth:  # the output bias's row: column 0, the rest stays 0
-            bias_grad = F.pad(bias_grad, (0, layout.OUTPUT_BIAS_SLOTS - 1))
+            bias_grad = torch.constant_pad_nd(bias_grad, (0, layout.OUTPUT_BIAS_SLOTS - 1))
         bias_grads.append(bias_grad)
         if layer == 0:  # addcmul's weight: x (K, N, 1) * grad, summed over the points
             weight_grads.append((grad * inputs).sum(dim=1, keepdim=True))
             break
         below, weight = outputs[layer - 1], layers[layer][0]
-        weight_grads.append(bmm(below.transpose(1, 2), grad))
-        if layer == depth:  # one output unit: an outer product (see the module's docstring)
+        if layer == depth:  # one output unit: products and sums, as its forward
+            weight_grads.append((below * grad).sum(dim=1, keepdim=True).transpose(1, 2))
             below_grad = grad * weight.transpose(1, 2)
         else:
+            weight_grads.append(bmm(below.transpose(1, 2), grad))
             below_grad = bmm(grad, weight.transpose(1, 2))
         grad = torch.ops.aten.sigmoid_backward(below_grad, below)
     return [*reversed(weight_grads), *reversed(bias_grads)]
@@ -153,9 +173,11 @@ def train_step(
     groups: Sequence[tuple[LayerPairs, int]],
     params: Sequence[torch.Tensor],
     optimizer: torch.optim.Adam,
+    adam_lists: FusedAdamLists | None = None,
 ) -> torch.Tensor:
     """One minibatch step of one or more networks that share an optimizer: `groups` are their
-    (layers, members), `params` all their parameters in `parameters` order, group by group.
+    (layers, members), `params` all their parameters in `parameters` order, group by group
+    (`adam_lists`: their `fused_adam_lists`, gathered once for many steps).
     Returns every member's summed BCE (groups in order). `MLP` runs one group, a batch of
     trials one per depth, so both train through this one function.
 
@@ -172,7 +194,7 @@ def train_step(
     grads = []
     for (layers, _), group_outputs, output_grad in zip(groups, outputs, output_grads, strict=True):
         grads += backpropagate(inputs, layers, group_outputs, output_grad)
-    adam_step(optimizer, params, grads)
+    adam_step(optimizer, params, grads, adam_lists)
     return sums
 
 
@@ -186,17 +208,51 @@ class AdamOverflowError(RuntimeError):
     step, so lr >= 3.4e37); the fused kernel writes inf instead, and the next loss is NaN."""
 
 
+@dataclass(frozen=True)
+class FusedAdamLists:
+    """The tensor lists the fused Adam kernel takes, gathered once per set of parameters (a
+    run's epoch, a batch's start and each departure) rather than once per step: looking up
+    every parameter's state in Python cost more than the kernel at small shapes."""
+
+    params: list[torch.Tensor]
+    exp_avgs: list[torch.Tensor]
+    exp_avg_sqs: list[torch.Tensor]
+    steps: list[torch.Tensor]
+
+
+def fused_adam_lists(
+    optimizer: torch.optim.Adam, params: Sequence[torch.Tensor]
+) -> FusedAdamLists | None:
+    """`params`' fused-Adam lists, their state created as `Adam` creates it; None when the
+    optimizer must step itself (not fused, amsgrad or maximize)."""
+    group = optimizer.param_groups[0]
+    if not group["fused"] or group["amsgrad"] or group["maximize"]:
+        return None
+    states = [adam_state(optimizer, param) for param in params]
+    return FusedAdamLists(
+        params=list(params),
+        exp_avgs=[state["exp_avg"] for state in states],
+        exp_avg_sqs=[state["exp_avg_sq"] for state in states],
+        steps=[state["step"] for state in states],
+    )
+
+
 def adam_step(
-    optimizer: torch.optim.Adam, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]
+    optimizer: torch.optim.Adam,
+    params: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    lists: FusedAdamLists | None = None,
 ) -> None:
     """One Adam step of `params` (all of `optimizer`'s, in any order) with `grads`.
 
     Fused: the kernel `Adam(fused=True).step()` calls (`torch.optim.adam._fused_adam`), on
     the optimizer's state, created as `Adam` creates it; so checkpoints, resuming and the
-    per-tensor Adam all see the usual state. Not fused (or with an option the direct call
-    does not pass on, amsgrad or maximize): `optimizer.step()` itself."""
-    group = optimizer.param_groups[0]
-    if not group["fused"] or group["amsgrad"] or group["maximize"]:
+    per-tensor Adam all see the usual state (`lists`, when given, are `fused_adam_lists` of
+    these `params`). Not fused (or with an option the direct call does not pass on, amsgrad
+    or maximize): `optimizer.step()` itself."""
+    if lists is None:
+        lists = fused_adam_lists(optimizer, params)
+    if lists is None:
         for param, grad in zip(params, grads, strict=True):
             param.grad = grad
         try:
@@ -206,17 +262,16 @@ def adam_step(
                 raise
             raise AdamOverflowError(str(error)) from error
         return
-    states = [adam_state(optimizer, param) for param in params]
-    steps = [state["step"] for state in states]
-    torch._foreach_add_(steps, 1)
+    group = optimizer.param_groups[0]
+    torch._foreach_add_(lists.steps, 1)
     beta1, beta2 = group["betas"]
     torch._fused_adam_(
-        list(params),
+        lists.params,
         [grad.contiguous() for grad in grads],
-        [state["exp_avg"] for state in states],
-        [state["exp_avg_sq"] for state in states],
+        lists.exp_avgs,
+        lists.exp_avg_sqs,
         [],
-        steps,
+        lists.steps,
         amsgrad=False,
         lr=group["lr"],
         beta1=beta1,
