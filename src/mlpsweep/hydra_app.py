@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mlpsweep.config import CONF_DIR, ConfigError, describe_hydra_error, validate
 from mlpsweep.folders import claim_folder, free_folder_name
+from mlpsweep.resources import check_run_fits
 
 SHOW_ONLY = ("help", "hydra_help", "info", "shell_completion", "experimental_rerun")
 FINE = ("completed", "pruned")  # a pruned trial of a sampling sweeper did its job
@@ -108,11 +109,14 @@ def preflight(argv: Sequence[str]) -> list[str]:
         base = compose_job(config_name, fixed, args.overrides)
         if not args.multirun:
             check_checkpoint(base)
+            check_run_fits(base)
         for number, overrides in enumerate(
             job_overrides(base, args.overrides) if args.multirun else []
         ):
             try:
-                check_checkpoint(compose_job(config_name, overrides, args.overrides))
+                job = compose_job(config_name, overrides, args.overrides)
+                check_checkpoint(job)
+                check_run_fits(job)
             except ConfigError as error:
                 where = f"multirun job #{number}: {' '.join(overrides)}"
                 raise ConfigError(f"{error} ({where})") from None

@@ -27,6 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from mlpsweep.cli import stderr_is_terminal
 from mlpsweep.config import ConfigError
+from mlpsweep.resources import check_sweep_fits
 from mlpsweep.sweep.fixed_settings import fixed_training_settings, record_or_check
 from mlpsweep.sweep.locks import storage_lock
 from mlpsweep.sweep.optuna_setup import (
@@ -195,6 +196,7 @@ def check_before_creating(settings: SweepSettings, overrides: Sequence[str]) -> 
     make_sampler(settings, 0)
     make_pruner(settings)
     check_space_composes(settings, training_overrides(overrides))
+    check_sweep_fits(settings, overrides)  # the workers against this machine's cores, memory
     refuse_foreign_sqlite(settings)
 
 
