@@ -44,7 +44,8 @@ def main(argv: list[str]) -> int:
 
     try:
         source = resolve_source(find_study_folder(args.study, args.sweeps_dir), args.storage)
-        storage = open_readonly_storage(source.storage_url)
+        # writable: the dashboard's notes and trial edits are the user's own acts
+        storage = open_readonly_storage(source.storage_url, writable=True)
     except SummaryError as error:
         return fail(scrub(str(error)))
     print(
