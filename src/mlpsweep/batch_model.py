@@ -107,7 +107,8 @@ class DepthGroup(nn.Module):
         self.depth = depth
         self.trial_ids = [trial_id for trial_id, _, _ in trials]
         self.hidden = [spec.hidden for _, spec, _ in trials]
-        self.members = [spec.ensemble for _, spec, _ in trials]
+        # per trial, the members (indices into its ensemble) still training, in row order
+        self.member_index = [list(range(spec.ensemble)) for _, spec, _ in trials]
         widths = {layout.canonical_width(hidden) for hidden in self.hidden}
         if len(widths) != 1:
             raise ValueError(f"a group holds one canonical width, not {sorted(widths)}")
@@ -121,6 +122,11 @@ class DepthGroup(nn.Module):
             nn.Parameter(torch.cat([layers[layer][1] for layers in drawn]))
             for layer in range(depth + 1)
         )
+
+    @property
+    def members(self) -> list[int]:
+        """Members still training, per trial."""
+        return [len(indices) for indices in self.member_index]
 
     @property
     def size(self) -> int:
@@ -149,21 +155,36 @@ class DepthGroup(nn.Module):
             state[f"biases.{layer}"] = self.biases[layer].detach()[rows].clone()
         return state
 
-    def keep(self, leaving: set[int], optimizer_state: dict[nn.Parameter, dict]) -> bool:
-        """Drop the `leaving` trials' members from the parameters and their Adam state.
-        False when no trial is left. The width stays: it is every trial's canonical one."""
-        kept = [i for i, trial_id in enumerate(self.trial_ids) if trial_id not in leaving]
-        if not kept:
+    def keep(
+        self, leaving: set[tuple[int, int]], optimizer_state: dict[nn.Parameter, dict]
+    ) -> bool:
+        """Drop the `leaving` members ((trial id, member index) pairs) from the parameters and
+        their Adam state; a trial with no member left goes. False when no trial is left. The
+        width stays: it is every trial's canonical one."""
+        rows: list[int] = []
+        trial_ids, hidden, member_index = [], [], []
+        row = 0
+        for trial_id, width, indices in zip(
+            self.trial_ids, self.hidden, self.member_index, strict=True
+        ):
+            kept = []
+            for member in indices:
+                if (trial_id, member) not in leaving:
+                    rows.append(row)
+                    kept.append(member)
+                row += 1
+            if kept:
+                trial_ids.append(trial_id)
+                hidden.append(width)
+                member_index.append(kept)
+        if not rows:
             return False
-        starts = [sum(self.members[:i]) for i in range(len(self.members))]
-        rows = torch.cat([torch.arange(starts[i], starts[i] + self.members[i]) for i in kept])
-        self.trial_ids = [self.trial_ids[i] for i in kept]
-        self.hidden = [self.hidden[i] for i in kept]
-        self.members = [self.members[i] for i in kept]
+        self.trial_ids, self.hidden, self.member_index = trial_ids, hidden, member_index
+        kept_rows = torch.tensor(rows)
         # New Parameter objects rather than a shape change under `.data`: autograd caches a
         # leaf's shape in its gradient accumulator, which a live graph would keep stale.
-        self.weights = self.narrowed(self.weights, rows, optimizer_state)
-        self.biases = self.narrowed(self.biases, rows, optimizer_state)
+        self.weights = self.narrowed(self.weights, kept_rows, optimizer_state)
+        self.biases = self.narrowed(self.biases, kept_rows, optimizer_state)
         return True
 
     @staticmethod
@@ -223,11 +244,12 @@ class BatchedMLP(nn.Module):
         """For each member in batch order, its id in the original order: trial by trial,
         member by member, ids [first_member[t], first_member[t] + K)."""
         ids = [
-            torch.arange(self.first_member[trial_id], self.first_member[trial_id] + members)
+            self.first_member[trial_id] + member
             for group in self.groups
-            for trial_id, members in zip(group.trial_ids, group.members, strict=True)
+            for trial_id, indices in zip(group.trial_ids, group.member_index, strict=True)
+            for member in indices
         ]
-        return torch.cat(ids) if ids else torch.zeros(0, dtype=torch.long)
+        return torch.tensor(ids, dtype=torch.long)
 
     def group_of(self, trial_id: int) -> DepthGroup:
         for group in self.groups:
@@ -245,9 +267,27 @@ class BatchedMLP(nn.Module):
             offset += group.size
         raise KeyError(f"trial {trial_id} is not in the batch")
 
-    def trial_state_dict(self, trial_id: int) -> dict[str, torch.Tensor]:
-        """The trial's own weights, unpadded: loadable by `MLP.load_state_dict`."""
-        return self.group_of(trial_id).trial_state_dict(trial_id)
+    def member_indices(self, trial_id: int) -> list[int]:
+        """The trial's members still training (indices into its ensemble), in row order."""
+        group = self.group_of(trial_id)
+        return list(group.member_index[group.trial_ids.index(trial_id)])
+
+    def trial_state_dict(
+        self, trial_id: int, departed: dict[str, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The trial's own weights, every member of its ensemble: loadable by
+        `MLP.load_state_dict`. Once members have left (`remove_members`), `departed` is a
+        state of the whole ensemble holding theirs (an earlier result of this call)."""
+        active = self.group_of(trial_id).trial_state_dict(trial_id)
+        indices = self.member_indices(trial_id)
+        if indices == list(range(self.specs[trial_id].ensemble)):
+            return active
+        if departed is None:
+            raise ValueError(f"members of trial {trial_id} have left: pass their state")
+        merged = {key: value.clone() for key, value in departed.items()}
+        for key, value in active.items():
+            merged[key][indices] = value
+        return merged
 
     # ---- computing ---------------------------------------------------------------------
 
@@ -347,6 +387,25 @@ class BatchedMLP(nn.Module):
             raise KeyError(f"trials {sorted(unknown)} are not in the batch")
         if not leaving:
             return
+        self.drop({(t, m) for t in leaving for m in self.member_indices(t)})
+
+    def remove_members(self, member_ids: Iterable[int]) -> None:
+        """Members leave (ids in the original order, as `member_ids` holds them): their
+        weights and Adam state leave the batch; a trial whose last member leaves goes."""
+        member_ids = list(member_ids)
+        trial_of = {
+            self.first_member[t] + m: (t, m)
+            for t in self.active_trials
+            for m in self.member_indices(t)
+        }
+        unknown = [member for member in member_ids if member not in trial_of]
+        if unknown:
+            raise KeyError(f"members {sorted(unknown)} are not in the batch")
+        if trial_of and member_ids:
+            self.drop({trial_of[member] for member in member_ids})
+
+    def drop(self, leaving: set[tuple[int, int]]) -> None:
+        """Take the (trial, member) pairs out of every group, the optimizer and the plan."""
         carried = dict(self.optimizer.state)
         self.groups = nn.ModuleList(group for group in self.groups if group.keep(leaving, carried))
         self.optimizer = self.new_optimizer(carried) if self.groups else None

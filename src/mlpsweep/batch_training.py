@@ -34,7 +34,7 @@ from mlpsweep.batch_model import BatchedMLP, StepOverflow, TrialSpec
 from mlpsweep.callbacks import FitPictureLogger, HParamsLogger, LossCurveLogger
 from mlpsweep.cli import stderr_is_terminal
 from mlpsweep.config import to_yaml
-from mlpsweep.fit_rule import fitting_members
+from mlpsweep.fit_rule import fitting_members, member_fits
 from mlpsweep.model import MLP, NonFiniteLossError
 from mlpsweep.plots import loss_figure, save_png
 from mlpsweep.training import (
@@ -128,6 +128,13 @@ class TrialRun:
     pictures: FitPictureLogger
     hparams: HParamsLogger
     result: RunResult | None = field(default=None)
+    # every member's weights as of the last departure (`BatchedMLP.trial_state_dict`): the
+    # members that left keep theirs here
+    departed_state: dict[str, torch.Tensor] | None = field(default=None)
+
+    def full_state(self, batch: BatchedMLP) -> dict[str, torch.Tensor]:
+        """Every member's weights: the ones training from the batch, the rest as they left."""
+        return batch.trial_state_dict(self.index, self.departed_state)
 
 
 def train_batch(
@@ -183,6 +190,9 @@ class BatchTrainer:
         for trial in self.trials:
             # A view: one write per epoch serves all trials.
             trial.record.epoch_losses = self.losses[:, trial.columns]
+        # members that left because they fit: their columns keep their loss at exit
+        self.departed_ids = torch.zeros(0, dtype=torch.long)
+        self.departed_losses = torch.zeros(0)
         self.started = time.perf_counter()
         self.epochs_done = 0
 
@@ -261,6 +271,8 @@ class BatchTrainer:
             ])
             return
         self.losses[epoch - 1, self.batch.member_ids] = result.losses
+        if self.departed_ids.numel():
+            self.losses[epoch - 1, self.departed_ids] = self.departed_losses
         self.epochs_done = epoch
         for index in result.diverged:
             trial = self.trials[index]
@@ -280,17 +292,59 @@ class BatchTrainer:
         for trial in validated:
             rows, record = self.batch.trial_rows(trial.index), trial.record
             record.epochs_trained = epoch
-            record.member_metrics = {key: values[rows] for key, values in metrics.items()}
+            training = self.batch.member_indices(trial.index)
+            for key, values in metrics.items():  # members that left keep their values at exit
+                kept = record.member_metrics.get(key) or [math.nan] * record.ensemble
+                for member, value in zip(training, values[rows], strict=True):
+                    kept[member] = value
+                record.member_metrics[key] = kept
             record.member_metrics["train/loss"] = last_losses[trial.columns]
             record.val_history.append((epoch, record.metric_means()["val/loss"]))
             scalars = validation_scalars(record.member_metrics, self.schedule.fit_val_acc)
             trial.holder.logger.log_metrics(scalars, step=epoch)
         for trial in validated:
             reason = self.exit_reason(trial, epoch)
+            if reason != "pruned":
+                self.record_fits(trial, epoch)
             if reason is not None:
                 status = EXIT_STATUS[reason]
                 message = None if status == "completed" else f"{reason} at epoch {epoch}"
                 self.leave([(trial, status, message)])
+            else:
+                self.depart_fitted(trial, epoch)
+
+    def newly_fitted(self, trial: TrialRun) -> list[int]:
+        """The trial's members still training that fit by the stop rule's bar (none without
+        `trainer.stop_at_val_acc`)."""
+        threshold = self.schedule.stop_at_val_acc
+        if threshold is None:
+            return []
+        metrics = trial.record.member_metrics
+        return [
+            member
+            for member in self.batch.member_indices(trial.index)
+            if member_fits(metrics["train/acc"][member], metrics["val/acc"][member], threshold)
+        ]
+
+    def record_fits(self, trial: TrialRun, epoch: int) -> None:
+        """Each member that fits now has fit at this epoch (its epochs to fit)."""
+        for member in self.newly_fitted(trial):
+            trial.record.fit_epochs[member] = epoch
+
+    def depart_fitted(self, trial: TrialRun, epoch: int) -> None:
+        """Members that fit leave the batch at once, as `MLP.freeze_fitted` does in a run
+        alone: their weights are kept, their loss stays their loss at exit, and they stop
+        costing compute; the trial trains on with the others."""
+        fitted = [m for m, at in enumerate(trial.record.fit_epochs) if at == epoch]
+        fitted = [m for m in fitted if m in self.batch.member_indices(trial.index)]
+        if not fitted:
+            return
+        trial.departed_state = trial.full_state(self.batch)
+        ids = [self.batch.first_member[trial.index] + member for member in fitted]
+        columns = torch.tensor([trial.columns.start + member for member in fitted])
+        self.departed_ids = torch.cat([self.departed_ids, columns])
+        self.departed_losses = torch.cat([self.departed_losses, self.losses[epoch - 1, columns]])
+        self.batch.remove_members(ids)
 
     def exit_reason(self, trial: TrialRun, epoch: int) -> str | None:
         """The hook's verdict first (as a single run's pruning callback comes first), then fit."""
@@ -324,7 +378,7 @@ class BatchTrainer:
                 failed.append((trial, "failed", str(error)))
                 continue
             if picture:
-                trial.record.load_state_dict(self.batch.trial_state_dict(trial.index))
+                trial.record.load_state_dict(trial.full_state(self.batch))
                 trial.pictures.log_picture(trial.holder, trial.record, epoch)
         self.leave(failed)
 
@@ -335,7 +389,7 @@ class BatchTrainer:
         if not exits:
             return
         for trial, _, _ in exits:
-            trial.record.load_state_dict(self.batch.trial_state_dict(trial.index))
+            trial.record.load_state_dict(trial.full_state(self.batch))
         self.batch.remove([trial.index for trial, _, _ in exits])
         for trial, status, error in exits:
             self.finish(trial, status, error)

@@ -138,6 +138,9 @@ class MLP(pl.LightningModule):
         # (epoch, members' mean val/loss), one per validation
         self.val_history: list[tuple[int, float]] = []
         self.epochs_trained = 0
+        # per member, the validation epoch at which it fit by the stop rule (None: not yet)
+        self.fit_epochs: list[int | None] = [None] * ensemble
+        self.frozen: FrozenMembers | None = None
 
     @property
     def ensemble(self) -> int:
@@ -200,6 +203,8 @@ class MLP(pl.LightningModule):
             "val_history": list(self.val_history),
             "member_metrics": dict(self.member_metrics),
             "epochs_trained": self.epochs_trained,
+            "fit_epochs": list(self.fit_epochs),
+            "exit_losses": self.frozen.losses.clone() if self.frozen else None,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -210,6 +215,8 @@ class MLP(pl.LightningModule):
             self.val_history = [tuple(entry) for entry in state["val_history"]]
             self.member_metrics = dict(state["member_metrics"])
             self.epochs_trained = int(state["epochs_trained"])
+            self.fit_epochs = list(state.get("fit_epochs", self.fit_epochs))
+            self.resumed_exit_losses = state.get("exit_losses")
 
     def training_step(self, minibatches: Minibatches, batch_idx: int) -> None:
         """One epoch: the tutorial's minibatch loop over all members at once.
@@ -237,6 +244,22 @@ class MLP(pl.LightningModule):
                 points += inputs.shape[0]
         self.epoch_losses[self.current_epoch] = total / points
         self.epochs_trained = self.current_epoch + 1
+        if self.frozen is None and any(epoch is not None for epoch in self.fit_epochs):
+            self.frozen = FrozenMembers.of(self, getattr(self, "resumed_exit_losses", None))
+        if self.frozen is not None:
+            self.frozen.restore(self, self.current_epoch)
+
+    def freeze_fitted(self, fitted: list[int]) -> None:
+        """Members that fit by the stop rule stop training, as they leave a batch of trials
+        (`BatchTrainer.depart_fitted`): their weights and Adam state are put back after every
+        epoch and their loss stays their loss at exit. They are still computed with the
+        others (a run alone is one small network; a batch is where the saving counts), and
+        since a member's kernels do not depend on its neighbours (`mlpsweep.layout`), the
+        others train exactly as in a batch that let them go."""
+        epoch = self.epochs_trained
+        for member in fitted:
+            self.fit_epochs[member] = epoch
+        self.frozen = FrozenMembers.of(self, self.frozen.losses if self.frozen else None)
 
     def step_overflow(self, epoch: int | None = None) -> NonFiniteLossError:
         """A step too large for float32 ends the run like a non-finite loss.
@@ -280,6 +303,17 @@ class MLP(pl.LightningModule):
         if self.epochs_trained:  # also right for trainer.validate() after fit
             per_member["train/loss"] = self.epoch_losses[self.epochs_trained - 1]
         self.member_metrics = {key: values.tolist() for key, values in per_member.items()}
+        if self.hparams.stop_val_acc is not None and self.fitting():
+            fitting = member_fits(
+                per_member["train/acc"], per_member["val/acc"], self.hparams.stop_val_acc
+            )
+            fitted = [
+                member
+                for member in fitting.nonzero().flatten().tolist()
+                if self.fit_epochs[member] is None
+            ]
+            if fitted:
+                self.freeze_fitted(fitted)
         self.val_history.append((self.current_epoch + 1, self.metric_means()["val/loss"]))
         points = val_x.shape[0]
         # x axis = epochs done, as for the per-epoch loss curve and the pictures
@@ -298,6 +332,12 @@ class MLP(pl.LightningModule):
                 self.log(f"{key}_min", values.min(), batch_size=points)
                 self.log(f"{key}_max", values.max(), batch_size=points)
                 self.log(f"{key}_std", values.std(), batch_size=points)
+
+    def fitting(self) -> bool:
+        """Whether a Trainer is fitting this model now (not `trainer.validate`, not a test
+        calling `validation_step` by hand)."""
+        trainer = getattr(self, "_trainer", None)
+        return trainer is not None and trainer.state.fn == "fit"
 
     @staticmethod
     def fit_rate(per_member: dict[str, torch.Tensor], val_acc_bar: float) -> torch.Tensor:
@@ -323,3 +363,51 @@ class MLP(pl.LightningModule):
     def metric_means(self) -> dict[str, float]:
         """The last validation's metrics as members' means (what HParams and titles show)."""
         return {key: sum(values) / len(values) for key, values in self.member_metrics.items()}
+
+
+class FrozenMembers:
+    """The members of a run that fit and left: their rows of every parameter and of Adam's
+    moments, and their per-epoch loss at exit, written back after each epoch."""
+
+    def __init__(
+        self,
+        rows: torch.Tensor,
+        params: list[torch.Tensor],
+        moments: list[tuple[torch.Tensor, torch.Tensor] | None],
+        losses: torch.Tensor,
+    ) -> None:
+        self.rows, self.params, self.moments, self.losses = rows, params, moments, losses
+
+    @classmethod
+    def of(cls, model: MLP, earlier_losses: torch.Tensor | None) -> FrozenMembers:
+        """A snapshot of `model`'s members with a fit epoch, now; a member frozen before keeps
+        its loss at exit (`earlier_losses`, over the ensemble)."""
+        rows = torch.tensor([m for m, at in enumerate(model.fit_epochs) if at is not None])
+        state = model.raw_optimizer.state if hasattr(model, "raw_optimizer") else {}
+        params = [param.detach()[rows].clone() for param in model.parameters()]
+        moments = [
+            (state[p]["exp_avg"][rows].clone(), state[p]["exp_avg_sq"][rows].clone())
+            if p in state and "exp_avg" in state[p]
+            else None
+            for p in model.parameters()
+        ]
+        last = model.epoch_losses[max(model.epochs_trained - 1, 0)].clone()
+        if earlier_losses is not None:
+            known = ~torch.isnan(earlier_losses)
+            last[known] = earlier_losses[known]
+        losses = torch.full((model.ensemble,), math.nan)
+        losses[rows] = last[rows]
+        return cls(rows, params, moments, losses)
+
+    def restore(self, model: MLP, epoch: int) -> None:
+        """Put the frozen members back as they left, and their loss at exit into `epoch`."""
+        state = model.raw_optimizer.state
+        with torch.no_grad():
+            for param, saved, moments in zip(
+                model.parameters(), self.params, self.moments, strict=True
+            ):
+                param[self.rows] = saved
+                if moments is not None and param in state:
+                    state[param]["exp_avg"][self.rows] = moments[0]
+                    state[param]["exp_avg_sq"][self.rows] = moments[1]
+        model.epoch_losses[epoch, self.rows] = self.losses[self.rows]

@@ -69,6 +69,9 @@ class RunResult:
     duration_s: float
     metrics: dict[str, MemberSummary] = field(default_factory=dict)
     error: str | None = None
+    # per member, the epoch of the validation at which it fit by the stop rule
+    # (`trainer.stop_at_val_acc`) and stopped training; None: it did not (or no stop rule)
+    epochs_to_fit: list[int | None] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -276,6 +279,7 @@ def run_result(model: MLP, run_dir: Path, duration_s: float) -> RunResult:
             for key in METRICS
             if key in model.member_metrics
         },
+        epochs_to_fit=list(model.fit_epochs),
     )
 
 
