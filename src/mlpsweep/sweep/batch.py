@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial
 
 from mlpsweep.batch_config import BATCHED_KEYS, config_leaves
 from mlpsweep.sweep.optuna_setup import pruning_enabled
+from mlpsweep.sweep.outage import StorageLost
 from mlpsweep.sweep.settings import SweepSettings
 from mlpsweep.sweep.trial import (
     Outcome,
@@ -115,7 +116,7 @@ def train_group(group: list[PreparedTrial], settings: SweepSettings, tell: Calla
 
     try:
         train_batch([item.cfg for item in group], run_dirs, on_validation, on_exit)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, StorageLost):
         raise
     except Exception as error:  # a batch's crash must not end the sweep; its reason is kept
         for index, item in enumerate(group):

@@ -18,7 +18,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import optuna
@@ -40,6 +40,7 @@ from mlpsweep.sweep.optuna_setup import (
     refuse_foreign_sqlite,
     worker_study,
 )
+from mlpsweep.sweep.outage import StorageLost
 from mlpsweep.sweep.settings import SweepSettings, parse_settings
 from mlpsweep.sweep.trial_config import check_space_composes, training_overrides
 from mlpsweep.sweep.trial_states import finished_count, state_counts
@@ -122,7 +123,17 @@ def best_value_text(trials: Sequence[FrozenTrial], settings: SweepSettings) -> s
     return f"{first.metric} {best:.4f}"
 
 
-def launch(cfg: DictConfig, overrides: Sequence[str]) -> int:
+WorkerRunner = Callable[
+    [SweepSettings, Sequence[str], optuna.Study, "SweepProgress", int], list[str]
+]
+"""Runs a study's workers until they end: (settings, overrides, study, progress, first worker
+number) -> the names of the workers that ended with an error. `run_worker_processes` here;
+Hydra's launchers in the project's sweeper (`hydra/launcher=...`)."""
+
+
+def launch(
+    cfg: DictConfig, overrides: Sequence[str], run_workers: WorkerRunner | None = None
+) -> int:
     """Check everything, create the study once, run the workers, then report the best."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     settings = parse_settings(cfg)
@@ -135,25 +146,58 @@ def launch(cfg: DictConfig, overrides: Sequence[str]) -> int:
         raise
     write_study_pointer(settings)
     progress = SweepProgress(settings, enabled=not cfg.quiet)
-    progress.refresh(study)
-    dead: list[str] = []
+    if run_workers is None:
+        run_workers = run_in_process(storage) if settings.workers == 1 else run_worker_processes
     try:
-        if settings.workers == 1:
-            run_trials(
-                worker_study(settings, storage, first_number), settings, storage,
-                training_overrides(overrides), on_trial_end=progress.refresh,
-                on_wait=progress.waiting,
-            )
-        else:
-            dead = run_worker_processes(settings, overrides, study, progress, first_number)
+        progress.refresh(study)
+        dead = run_until_done(run_workers, settings, overrides, study, progress, first_number)
+        code = report_best(study, settings)
+        return incomplete_study_code(study, settings, dead) or code
+    except StorageLost as lost:  # the workers already waited out sweep.grace_period for it
+        progress.close()
+        print(f"error: {lost}", file=sys.stderr)
+        return 1
+
+
+def run_until_done(
+    run_workers: WorkerRunner,
+    settings: SweepSettings,
+    overrides: Sequence[str],
+    study: optuna.Study,
+    progress: SweepProgress,
+    first_number: int,
+) -> list[str]:
+    """The workers until they end; Ctrl-C (the workers stopped) only counts if the study
+    is incomplete. Returns the workers that ended with an error."""
+    try:
+        dead = run_workers(settings, overrides, study, progress, first_number)
     except KeyboardInterrupt:
         progress.close()
         refuse_interrupt_unless_complete(study, settings)
-    finally:
-        progress.refresh(study)
-        progress.close()
-    code = report_best(study, settings)
-    return incomplete_study_code(study, settings, dead) or code
+        dead = []
+    progress.refresh(study)
+    progress.close()
+    return dead
+
+
+def run_in_process(storage: optuna.storages.RDBStorage) -> WorkerRunner:
+    """`sweep.workers=1`: the one worker in this process, drawing the progress bar."""
+
+    def run(
+        settings: SweepSettings,
+        overrides: Sequence[str],
+        study: optuna.Study,
+        progress: SweepProgress,
+        first_number: int,
+    ) -> list[str]:
+        run_trials(
+            worker_study(settings, storage, first_number), settings, storage,
+            training_overrides(overrides), on_trial_end=progress.refresh,
+            on_wait=progress.waiting,
+        )
+        return []
+
+    return run
 
 
 def refuse_interrupt_unless_complete(study: optuna.Study, settings: SweepSettings) -> None:
@@ -275,7 +319,7 @@ def run_worker_processes(
             for process in processes:
                 process.join(timeout=1.0 / len(processes))
             progress.refresh(study)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, StorageLost):
         stop_workers(processes)
         raise
     return [

@@ -19,6 +19,7 @@ from mlpsweep.config import METRICS, ConfigError
 from mlpsweep.storage import StorageError, open_rdb
 from mlpsweep.sweep.grid import check_study_grid, grid_sampler
 from mlpsweep.sweep.liveness import RetryAsFreshAttempt
+from mlpsweep.sweep.outage import retry_during_outages
 from mlpsweep.sweep.settings import GRID_SAMPLER, PRUNERS, SAMPLERS, SweepSettings
 
 
@@ -26,6 +27,7 @@ def open_sweep_storage(settings: SweepSettings) -> optuna.storages.RDBStorage:
     """The RDB storage the sweep writes to, with heartbeat and retry of dead workers' trials.
 
     An SQLite file's folder is created; a failure to open is the user's `sweep.storage` error.
+    Once open, each call waits out an outage of up to `sweep.grace_period` (see `outage`).
     Optuna creates its tables on first open; if another command does the same at that
     instant (one without the launcher's `storage_lock`), the loser's insert collides, and
     opening again finds the tables made.
@@ -40,12 +42,13 @@ def open_sweep_storage(settings: SweepSettings) -> optuna.storages.RDBStorage:
     retry = RetryAsFreshAttempt(max_retry=settings.max_retry)
     for attempt in range(1, SCHEMA_RACE_ATTEMPTS + 1):
         try:
-            return open_rdb(
+            storage = open_rdb(
                 settings.storage_url,
                 heartbeat_interval=settings.heartbeat_interval,
                 grace_period=settings.grace_period,
                 heartbeat_stale_trial_callback=retry,
             )
+            return retry_during_outages(storage, settings.grace_period, settings.storage_display)
         except StorageError as error:
             if attempt < SCHEMA_RACE_ATTEMPTS and _lost_schema_race(error):
                 time.sleep(0.2 * attempt)

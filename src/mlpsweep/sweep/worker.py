@@ -29,6 +29,7 @@ from mlpsweep.sweep.liveness import (
 from mlpsweep.sweep.locks import ask_lock
 from mlpsweep.sweep.optuna_private import study_storage, trial_id
 from mlpsweep.sweep.optuna_setup import open_sweep_storage, worker_study
+from mlpsweep.sweep.outage import STORAGE_LOST_EXIT, StorageLost
 from mlpsweep.sweep.rounds import plan_round, rounds_enabled
 from mlpsweep.sweep.settings import SweepSettings, parse_settings
 from mlpsweep.sweep.trial import Outcome, prepare
@@ -103,8 +104,11 @@ class TrialHeartbeats:
         while True:
             with self.lock:
                 live = sorted(self.live)
-            for identifier in live:
-                self.storage.record_heartbeat(identifier)
+            try:
+                for identifier in live:
+                    self.storage.record_heartbeat(identifier)
+            except StorageLost:  # the worker's own next call reports it; no thread traceback
+                return
             if self.stop.wait(timeout=interval):
                 return
 
@@ -228,3 +232,5 @@ def worker_process_main(overrides: list[str], worker_index: int, launcher_pid: i
         run_trials(study, settings, storage, training_overrides(overrides))
     except KeyboardInterrupt:
         sys.exit(130)
+    except StorageLost:  # the launcher says so, once for all its workers
+        sys.exit(STORAGE_LOST_EXIT)
