@@ -63,6 +63,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py $(ARGS)
+	$(PY) benchmarks/step_bench.py --write
 	$(PY) benchmarks/batch_bench.py
 
 lint: $(STAMP)

@@ -22,6 +22,7 @@ The section is printed and written into `benchmarks/results.md` between two mark
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -36,7 +37,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results.md"
 BEGIN, END = "<!-- batch_bench.py: begin -->", "<!-- batch_bench.py: end -->"
 SAMPLE_HIDDEN = (8, 24, 40, 56)
-FLOP_PER_CYCLE = 32  # fp32 per core: two 256-bit FMA pipes (AVX2 + FMA, Zen 2/3, Haswell on)
 
 
 @dataclass
@@ -113,16 +113,40 @@ def study_facts(out: Path, name: str) -> dict:
         trial for trial in study.get_trials()
         if trial.state.is_finished() and "duplicate_of" not in trial.user_attrs
     ]
-    flops = 0.0
+    flops, member_epochs, saved = 0.0, 0, 0
     for trial in trained:
         hidden, layers = trial.params["model.hidden"], trial.params["model.layers"]
-        flops += trial.user_attrs.get("epochs", 0) * 4 * epoch_flops(hidden, layers)
+        epochs = trial.user_attrs.get("epochs", 0)
+        fit_epochs = members_fit_epochs(trial)
+        # a member that fit before its trial ended left the batch then (issue 18, item 2)
+        left_early = sum(epochs - at for at in fit_epochs if at is not None and at < epochs)
+        trained_member_epochs = epochs * len(fit_epochs or [None] * 4) - left_early
+        flops += trained_member_epochs * epoch_flops(hidden, layers)
+        member_epochs += trained_member_epochs
+        saved += left_early
     return {
         "trials": len(study.get_trials()),
         "complete": sum(t.state.name == "COMPLETE" for t in study.get_trials()),
         "epochs": sum(t.user_attrs.get("epochs", 0) for t in trained),
+        "member_epochs": member_epochs,
+        "member_epochs_saved": saved,
         "flops": flops,
     }
+
+
+def saved_share(facts: dict) -> float:
+    """Member-epochs saved as a share of what the members would have trained staying."""
+    saved = facts["member_epochs_saved"]
+    return saved / max(1, facts["member_epochs"] + saved)
+
+
+def members_fit_epochs(trial) -> list[int | None]:
+    """Each member's fit epoch from the trial's metrics.json ([] when it has none)."""
+    folder = trial.user_attrs.get("run_dir")
+    metrics = Path(folder) / "metrics.json" if folder else None
+    if metrics is None or not metrics.exists():
+        return []
+    return json.loads(metrics.read_text()).get("epochs_to_fit", [])
 
 
 def epoch_flops(hidden: int, layers: int, points: int = 100) -> float:
@@ -135,12 +159,13 @@ def epoch_flops(hidden: int, layers: int, points: int = 100) -> float:
     return 6.0 * weights * points
 
 
+@functools.cache
 def peak_gflops(cores: int = 2) -> float:
-    mhz = next(
-        float(line.split(":")[1]) for line in Path("/proc/cpuinfo").read_text().splitlines()
-        if line.startswith("cpu MHz")
-    )
-    return cores * FLOP_PER_CYCLE * mhz / 1000
+    """This host's float32 peak, measured (a 1024^2 matmul on one thread, `step_bench`) times
+    the cores: AVX2 and AVX-512 hosts differ by 2x, so it is not assumed."""
+    from step_bench import peak_gflops as one_thread_peak
+
+    return cores * one_thread_peak()
 
 
 def interleaved(variants: dict[str, list[str]], repeats: int, tmp: Path, name: str) -> dict:
@@ -232,6 +257,9 @@ def main(argv: list[str]) -> int:
                       *section_rows(timings, "make map (batched)"), "",
                       f"- {facts['complete']} of {facts['trials']} cells complete, "
                       f"{facts['epochs']} epochs trained (of {256 * 7000} without stopping)",
+                      f"- member-epochs trained {facts['member_epochs']}; saved by members "
+                      f"leaving when they fit: {facts['member_epochs_saved']} "
+                      f"({saved_share(facts):.1%})",
                       f"- useful work {facts['flops'] / 1e12:.2f} TFLOP; achieved "
                       f"{rate:.1f} GFLOP/s against a peak of {peak_gflops():.0f} GFLOP/s "
                       f"({100 * rate / peak_gflops():.1f}%)", ""]
@@ -258,8 +286,8 @@ def header(args: argparse.Namespace) -> list[str]:
         "## Batched trials against one trial at a time",
         "",
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} cores; "
-        f"torch {torch.__version__}; peak {peak_gflops():.0f} GFLOP/s (2 cores x "
-        f"{FLOP_PER_CYCLE} fp32 flop/cycle x the clock in /proc/cpuinfo)",
+        f"torch {torch.__version__}; peak {peak_gflops():.0f} GFLOP/s (2 cores x a 1024^2 "
+        "float32 matmul on one thread, measured in this run)",
         f"- command: `python benchmarks/batch_bench.py --only {args.only} --repeats {args.repeats} "
         f"--long-repeats {args.long_repeats}`"
         " (part of `make bench`); each figure is a whole `src/sweep.py` command, start-up included",
@@ -271,20 +299,20 @@ def header(args: argparse.Namespace) -> list[str]:
     ]
 
 
-def marked_section(text: str) -> str:
-    """This script's section of a results.md text, markers included ("" when it has none):
+def marked_section(text: str, begin: str = BEGIN, end: str = END) -> str:
+    """A script's section of a results.md text, markers included ("" when it has none):
     `run.py` keeps it when it rewrites the rest of the file."""
-    if BEGIN in text and END in text:
-        return text[text.index(BEGIN) : text.index(END) + len(END)]
+    if begin in text and end in text:
+        return text[text.index(begin) : text.index(end) + len(end)]
     return ""
 
 
-def write_section(text: str) -> None:
+def write_section(text: str, begin: str = BEGIN, end: str = END) -> None:
     """Put the section into results.md between the markers, replacing an earlier one."""
     old = RESULTS.read_text() if RESULTS.exists() else ""
-    if BEGIN in old and END in old:
-        old = old[: old.index(BEGIN)].rstrip() + "\n" + old[old.index(END) + len(END):].lstrip()
-    RESULTS.write_text(f"{old.rstrip()}\n\n{BEGIN}\n{text}\n{END}\n")
+    if begin in old and end in old:
+        old = old[: old.index(begin)].rstrip() + "\n" + old[old.index(end) + len(end):].lstrip()
+    RESULTS.write_text(f"{old.rstrip()}\n\n{begin}\n{text}\n{end}\n")
 
 
 if __name__ == "__main__":

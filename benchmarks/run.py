@@ -30,6 +30,7 @@ import torch
 
 from batch_bench import marked_section
 from loops import Timing, eager_floor, tutorial_loop
+from step_bench import STEP_BEGIN, STEP_END
 from sweep_bench import measure as sweep_side_by_side
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -400,8 +401,14 @@ def main(argv: list[str]) -> int:
         rows, measured, startup, args, default_threads, time.perf_counter() - started, sweep_lines
     )
     print(text)
-    # batch_bench.py's section (the second half of `make bench`) stays until it rewrites it
-    kept = marked_section(args.out.read_text()) if args.out.exists() else ""
+    # batch_bench.py's and step_bench.py's sections (the rest of `make bench`) stay until
+    # they rewrite them
+    old = args.out.read_text() if args.out.exists() else ""
+    kept = "\n\n".join(
+        section
+        for section in (marked_section(old), marked_section(old, STEP_BEGIN, STEP_END))
+        if section
+    )
     args.out.write_text(f"{text.rstrip()}\n\n{kept}\n" if kept else text)
     print(f"written to {args.out}", file=sys.stderr)
     return 0

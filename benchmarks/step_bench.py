@@ -1,6 +1,8 @@
 """The batched step per epoch on the map's three shapes, against plain autograd in the same run.
 
-    python benchmarks/step_bench.py [--repeats 7] [--json]
+    python benchmarks/step_bench.py [--repeats 7] [--json] [--write]
+
+`--write` puts the table into `benchmarks/results.md` (its own section, as `make bench` does).
 
 - S1: 16 cells of hidden 1..16 x 1 layer, S2: 17..32 x 2, S3: 49..64 x 4; 4 members each,
   the tutorial's minibatches (32, 32, 32, 4 points of standardised x), one thread.
@@ -38,6 +40,7 @@ SHAPES = {
     "S3": (range(49, 65), 4),
 }
 MEMBERS = 4
+STEP_BEGIN, STEP_END = "<!-- step_bench.py: begin -->", "<!-- step_bench.py: end -->"
 EPOCHS_PER_BLOCK = {"S1": 200, "S2": 100, "S3": 30}
 
 
@@ -143,17 +146,42 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json", action="store_true", help="print JSON only")
+    parser.add_argument("--write", action="store_true", help="write into results.md")
     args = parser.parse_args()
     results = measure(args.repeats)
     if args.json:
         print(json.dumps(results))
         return
-    print(f"peak {results['peak_gflops']} GFLOP/s (1 thread); load {results['load_start']:.2f}"
-          f" -> {results['load_end']:.2f}")
+    text = "\n".join(report(results, args.repeats))
+    print(text)
+    if args.write:
+        from batch_bench import write_section
+
+        write_section(text, STEP_BEGIN, STEP_END)
+
+
+def report(results: dict, repeats: int) -> list[str]:
+    """The section of results.md: the peak, then a row per shape."""
+    lines = [
+        "## The batched step per epoch (16 cells x 4 members, 1 thread)",
+        "",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; this host's float32 "
+        f"peak on one thread (1024^2 matmul): **{results['peak_gflops']} GFLOP/s**; load "
+        f"{results['load_start']:.2f} -> {results['load_end']:.2f}; medians of {repeats} "
+        "interleaved blocks, CPU time (`python benchmarks/step_bench.py`)",
+        "",
+        "| shape | engine ms/epoch | plain autograd + fused Adam ms/epoch | engine speed-up |"
+        " useful GFLOP/s | share of peak |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    names = {"S1": "S1: 1..16 x 1", "S2": "S2: 17..32 x 2", "S3": "S3: 49..64 x 4"}
     for shape, row in results["shapes"].items():
-        print(f"{shape}: engine {row['engine_ms']} ms/epoch, autograd {row['autograd_ms']} "
-              f"({row['speedup_vs_autograd']}x), useful {row['useful_gflops']} GFLOP/s "
-              f"= {row['share_of_peak']:.1%} of peak")
+        lines.append(
+            f"| {names[shape]} | {row['engine_ms']} | {row['autograd_ms']} | "
+            f"{row['speedup_vs_autograd']}x | {row['useful_gflops']} | "
+            f"{row['share_of_peak']:.1%} |"
+        )
+    return lines
 
 
 if __name__ == "__main__":

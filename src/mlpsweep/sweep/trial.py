@@ -159,6 +159,8 @@ def record_run(trial: optuna.Trial, result: object) -> None:
         for key, summary in result.metrics.items()
     }
     trial.set_user_attr("metrics", without_members)
+    # each member's epoch of fitting (None: it did not), for the summary and the benchmarks
+    trial.set_user_attr("epochs_to_fit", list(result.epochs_to_fit))
     # the members' own values, which the grid's rounds pool (`sweep.rounds`) wherever the
     # trial's folder is
     trial.set_user_attr(MEMBER_VALUES_ATTR, {
