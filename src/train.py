@@ -11,6 +11,7 @@ User mistakes print one line and exit 2, before anything is written (see
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -74,10 +75,21 @@ def main(argv: list[str]) -> int:
     except ConfigError as error:
         return fail(str(error))
     sys.argv = [sys.argv[0], *argv]
+    if any(arg in ("-m", "--multirun") for arg in argv):
+        # Hydra prints a launcher's exception with its traceback and exits 1; this asks it to
+        # raise instead, so that a job whose process died is one line (`launcher_died`)
+        os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         train_app()
     except KeyboardInterrupt:
         return fail("interrupted: the multirun stopped; finished runs keep their folders", code=130)
+    except Exception as error:
+        from mlpsweep.hydra_app import launcher_died
+
+        line = launcher_died(error)
+        if line is None:
+            raise
+        return fail(line, code=1)
     return 0
 
 

@@ -357,32 +357,52 @@ class ExitStatus(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = time.time()
+        MULTIRUN.update(sweep_dir=Path(str(config.hydra.sweep.dir)), started=self.started)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """List the jobs whose `metrics.json` does not say `completed`; exit 1 (130) if any."""
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        jobs = [p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml")]
-        this_sweep = [
-            job
-            for job in jobs
-            if (job / ".hydra" / "overrides.yaml").stat().st_mtime >= self.started - 1
-        ]
-        failed = {
-            job: job_status(job) for job in sorted(this_sweep, key=lambda p: (len(p.name), p.name))
-        }
-        failed = {job: status for job, status in failed.items() if status not in FINE}
-        if not failed:
-            return
-        listed = "; ".join(
-            f"#{job.relative_to(sweep_dir)} ({overrides_of(job)}): {status}"
-            for job, status in failed.items()
-        )
-        print(
-            f"error: {len(failed)} of {len(this_sweep)} runs did not complete: {listed}"
-            f" (in {sweep_dir})",
-            file=sys.stderr,
-        )
-        sys.exit(130 if "interrupted" in failed.values() else 1)
+        line, code = unfinished_runs(Path(str(config.hydra.sweep.dir)), self.started)
+        if line:
+            print(f"error: {line}", file=sys.stderr)
+            sys.exit(code)
+
+
+MULTIRUN: dict[str, Any] = {}  # this process's multirun: its folder and start, for `launcher_died`
+# what Hydra's launchers raise when a job's process died: joblib's loky executor, submitit
+JOB_DIED = ("TerminatedWorkerError", "BrokenProcessPool", "UncompletedJobError", "FailedJobError")
+
+
+def unfinished_runs(sweep_dir: Path, started: float) -> tuple[str, int]:
+    """One line naming this multirun's runs that did not complete, and the exit status
+    (130 if one was interrupted, else 1); ("", 0) when every run completed."""
+    jobs = [p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml")]
+    this_sweep = [
+        job for job in jobs if (job / ".hydra" / "overrides.yaml").stat().st_mtime >= started - 1
+    ]
+    failed = {
+        job: job_status(job) for job in sorted(this_sweep, key=lambda p: (len(p.name), p.name))
+    }
+    failed = {job: status for job, status in failed.items() if status not in FINE}
+    if not failed:
+        return "", 0
+    listed = "; ".join(
+        f"#{job.relative_to(sweep_dir)} ({overrides_of(job)}): {status}"
+        for job, status in failed.items()
+    )
+    line = f"{len(failed)} of {len(this_sweep)} runs did not complete: {listed} (in {sweep_dir})"
+    return line, 130 if "interrupted" in failed.values() else 1
+
+
+def launcher_died(error: BaseException) -> str | None:
+    """The one line for a multirun whose launcher raised because a job's process died
+    (killed, out of memory): the runs that did not complete, and the launcher's reason.
+    None for any other error, which keeps its traceback."""
+    if not MULTIRUN or not any(cls.__name__ in JOB_DIED for cls in type(error).__mro__):
+        return None
+    line, _ = unfinished_runs(MULTIRUN["sweep_dir"], MULTIRUN["started"])
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0].split(". ")[0]
+    cause = f"a job's process died ({type(error).__name__}: {reason})"
+    return f"{line}; {cause}" if line else cause
 
 
 def job_status(job_dir: Path) -> str:
