@@ -106,8 +106,9 @@ def train_group(group: list[PreparedTrial], settings: SweepSettings, tell: Calla
         if not prune:
             return None
         trial = group[index].trial
-        # step = the epoch's index, as Optuna's PyTorchLightningPruningCallback reports it
-        trial.report(sum(members[first_metric]) / len(members[first_metric]), epoch - 1)
+        # step = epochs done (100, 200, ...), the x axis of TensorBoard, the README and
+        # trainer.val_every, so the dashboard and TensorBoard show the same numbers
+        trial.report(sum(members[first_metric]) / len(members[first_metric]), epoch)
         return "pruned" if trial.should_prune() else None
 
     def on_exit(index: int, result: object) -> None:
