@@ -36,6 +36,10 @@ def train_app(cfg: DictConfig) -> int:
 
     logging.captureWarnings(True)  # the run's warnings go to its train.log too
     hydra_cfg = HydraConfig.get()
+    from mlpsweep.sweep.jobs import is_worker_job, run_worker_job
+
+    if is_worker_job(hydra_cfg):  # `-m hparams_search=... hydra/launcher=...`: a sweep worker
+        return run_worker_job(hydra_cfg)
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         cfg = validate(cfg)  # checked before launch too; a sweeper's proposals only here

@@ -26,7 +26,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from mlpsweep.config import ConfigError
 
-BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 INTERRUPTED = "interrupted; running trials were queued again: re-run the same command to resume"
 
 
@@ -36,19 +35,32 @@ class MlpsweepOptunaSweeper(Sweeper):
     def __init__(self) -> None:
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
-        self.launcher = None  # the engine starts its own worker processes
+        self.task_function: TaskFunction | None = None
+        self.launcher = None  # built only for `hydra/launcher=...`: see mlpsweep.sweep.jobs
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
-        """Keep the composed config; the task function is not called: trials are the engine's."""
+        """Keep the composed config and the task: with a launcher, each job runs the task,
+        which sees it is a worker of the study (`jobs.is_worker_job`)."""
         self.hydra_context = hydra_context
+        self.task_function = task_function
         self.config = config
 
     def sweep(self, arguments: list[str]) -> int:
-        """Run the search as `python src/sweep.py <the same overrides>` would; 0 when complete."""
+        """Run the search as `python src/sweep.py <the same overrides>` would; 0 when complete.
+
+        Without `hydra/launcher`, the engine's own worker processes; with one, the workers
+        are that launcher's jobs (`mlpsweep.sweep.jobs.LauncherJobs`).
+        """
         assert self.config is not None, "Hydra calls setup() before sweep()"
-        code = run_engine(engine_overrides(self.config, arguments))
+        from mlpsweep.sweep.jobs import LauncherJobs, uses_launcher
+
+        runner = None
+        if uses_launcher(self.config):
+            assert self.hydra_context is not None and self.task_function is not None
+            runner = LauncherJobs(self.hydra_context, self.task_function, self.config, arguments)
+        code = run_engine(engine_overrides(self.config, arguments), runner)
         if code:
             sys.exit(code)
         return code
@@ -64,32 +76,37 @@ class MlpsweepOptunaSweeper(Sweeper):
         """
         parsed = parse(typed)
         refuse_hydra_grids(parsed)
-        refuse_launcher(config)
         refuse_sweep_dir(parsed)
         from mlpsweep.config import compose
+        from mlpsweep.sweep.jobs import check_launcher
         from mlpsweep.sweep.launcher import check_before_creating
         from mlpsweep.sweep.settings import parse_settings
 
         typed_for_the_job = [o.input_line for o in parsed if not o.is_hydra_override()]
         overrides = engine_overrides(config, typed_for_the_job)
-        check_before_creating(parse_settings(compose(overrides)), overrides)
+        settings = parse_settings(compose(overrides))
+        check_launcher(config, settings)
+        check_before_creating(settings, overrides)
 
 
 def engine_overrides(config: DictConfig, arguments: Sequence[str]) -> list[str]:
     """The overrides `src/sweep.py` would receive: those typed (Hydra's `hydra.*` aside), and
     `sweep=default` first when nothing chose a sweep config, as `src/sweep.py` does."""
-    chosen = OmegaConf.select(config, "hydra.runtime.choices.sweep")
-    return list(arguments) if chosen is not None else ["sweep=default", *arguments]
+    return engine_overrides_for(OmegaConf.select(config, "hydra.runtime.choices.sweep"), arguments)
 
 
-def run_engine(overrides: list[str]) -> int:
+def engine_overrides_for(chosen_sweep: str | None, arguments: Sequence[str]) -> list[str]:
+    return list(arguments) if chosen_sweep is not None else ["sweep=default", *arguments]
+
+
+def run_engine(overrides: list[str], run_workers: Any = None) -> int:
     """`mlpsweep.sweep.launch` on the config `src/sweep.py` composes; its exit status."""
     from mlpsweep.cli import fail
     from mlpsweep.config import compose
     from mlpsweep.sweep import launch
 
     try:
-        return launch(compose(overrides), overrides)
+        return launch(compose(overrides), overrides, run_workers)
     except ConfigError as error:
         return fail(str(error))
     except KeyboardInterrupt:
@@ -116,17 +133,6 @@ def refuse_hydra_grids(parsed: Sequence[Any]) -> None:
                 f"{override.input_line}: the Optuna search chooses each trial's values; search "
                 f"{key} through sweep.space.{key} (or give it one value)"
             )
-
-
-def refuse_launcher(config: DictConfig) -> None:
-    """The engine runs its own workers, so a Hydra launcher would be ignored."""
-    target = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
-    if target != BASIC_LAUNCHER:
-        chosen = OmegaConf.select(config, "hydra.runtime.choices.hydra/launcher", default=target)
-        raise ConfigError(
-            f"hydra/launcher={chosen}: the Optuna search starts its own workers; use "
-            "sweep.workers=N (and the same sweep.storage on other machines) instead"
-        )
 
 
 def refuse_sweep_dir(parsed: Sequence[Any]) -> None:

@@ -113,12 +113,18 @@ def end_with_parent(parent_pid: int) -> None:
     SIGTERM becomes KeyboardInterrupt, so the worker queues its untold trials again before
     it exits. If the launcher died before the request was made, exit at once.
     """
-    signal.signal(signal.SIGTERM, _interrupt)
+    interrupt_on_sigterm()
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent_pid:
         raise KeyboardInterrupt("the launcher is gone")
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM (a launcher stopping its worker, `scancel`) takes Ctrl-C's path: the worker
+    queues its untold trials again. It replaces submitit's own handler, which ignores it."""
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 def _interrupt(signum: int, frame: object) -> None:
