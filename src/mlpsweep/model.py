@@ -90,7 +90,7 @@ class MLP(pl.LightningModule):
       wrapper, with gradients computed by hand (`mlpsweep.step`), not `manual_backward`;
     - `__setattr__` short-cuts one attribute Lightning writes ~30 times an epoch (~0.1 ms).
 
-    What follows, pinned by `tests/test_model.py` so that a change is deliberate:
+    What follows, pinned by `tests/test_training.py` so that a change is deliberate:
 
     - `trainer.global_step` stays 0 (it counts wrapper steps); epochs are the clock, and
       every logged x axis is the epoch count;

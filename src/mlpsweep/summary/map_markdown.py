@@ -69,11 +69,13 @@ def fit_map_md(summary: StudySummary) -> str:
         return f"{head}\n\nNot drawn: {fit_map.reason}."
     lines = [
         head, "", f"{summary.coverage.sentence()}. `plots/map.png` (and TensorBoard's "
-        "`study/map`) colours every trained cell by how many of its members fit, with the "
-        "members' mean val/acc written in it; untrained cells stay blank.", "",
+        "`study/map`) colours every trained cell by its pooled P(fit) (the share of its members, "
+        "over all its trials, that fit), with its member count written in it; untrained cells "
+        "stay blank.", "",
         "Per depth:", "", *per_depth_table(fit_map.per_depth), "",
-        "Epochs to fit: a run stops at the first validation (every `trainer.val_every` epochs) "
-        "where all its members fit, when `trainer.stop_at_val_acc` is set, as in the sweeps; "
+        "Epochs to fit: with `trainer.stop_at_val_acc` set, as in the sweeps, each member stops "
+        "training at the first validation (every `trainer.val_every` epochs) where it fits "
+        "(`epochs_to_fit` in a trial's metrics.json), and a trial ends with its last member; "
         "a run without it trains every epoch, and its count is an upper bound.",
     ]
     return "\n".join(lines)
