@@ -158,9 +158,9 @@ def test_hparams_search_grid_trains_each_cell_of_a_narrowed_space_once(tmp_path)
         (("-m", "hparams_search=arch", "sweep/sampler=nope"), ("sweep/sampler/nope", "tpe")),
         (("-m", "hparams_search=arch", "model.hidden=5,10"), ("model.hidden=5,10", "sweep.space")),
         (("-m", "hparams_search=arch", "model.layers=2"), ("model.layers", "searched")),
-        (
-            ("-m", "hparams_search=arch", "hydra/launcher=joblib"),
-            ("hydra/launcher=joblib", "sweep.workers"),
+        (  # its jobs may run on other machines: the default SQLite file is refused
+            ("-m", "hparams_search=arch", "hydra/launcher=submitit_slurm"),
+            ("hydra/launcher=submitit_slurm", "sweep.storage=postgresql://"),
         ),
         (
             ("-m", "hparams_search=arch", "hydra.sweep.dir=elsewhere"),

@@ -41,6 +41,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mlpsweep.config import ConfigError
+from mlpsweep.storage import scrub
 
 if TYPE_CHECKING:
     from hydra.types import HydraContext, TaskFunction
@@ -99,6 +100,27 @@ def without_password(overrides: Sequence[str]) -> tuple[list[str], str | None]:
     return kept, password
 
 
+def without_secret(config: DictConfig, password: str | None) -> DictConfig:
+    """A copy of `config` in which no string holds `:<password>@` (`sweep.storage` itself,
+    Hydra's record of the overrides, `hydra.job.override_dirname`...)."""
+    if password is None:
+        return config.copy()
+    secret = f":{password}@"
+
+    def scrubbed(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {key: scrubbed(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [scrubbed(value) for value in node]
+        return node.replace(secret, "@") if isinstance(node, str) else node
+
+    plain = OmegaConf.to_container(config, resolve=False)
+    copy = OmegaConf.create(scrubbed(plain))
+    assert isinstance(copy, DictConfig)
+    OmegaConf.copy_cache(from_config=config, to_config=copy)
+    return copy
+
+
 class LauncherJobs:
     """A `launcher.WorkerRunner`: the study's workers as jobs of the configured Hydra launcher."""
 
@@ -130,12 +152,16 @@ class LauncherJobs:
         dead: list[str] = []
         number = first_number
         for attempt in range(settings.max_retry + 1):
+            before = finished(study)
             died = self.launch_once(launcher, arguments, settings, study, storage, progress,
                                     number, dead)
             wait_for_running(study, storage)  # jobs that outlived the launcher's return
-            if not died or study_complete(study, settings) or attempt == settings.max_retry:
+            # once more after a death; again only if the study moved (else it fails alike)
+            hopeful = died and (attempt == 0 or finished(study) > before)
+            if not hopeful or finished(study) >= settings.n_trials:
                 return dead
-            number = new_worker_numbers(settings)
+            if attempt < settings.max_retry:
+                number = new_worker_numbers(settings)
         return dead
 
     def instantiate(self, settings: SweepSettings) -> Any:
@@ -143,7 +169,7 @@ class LauncherJobs:
         are the only ones it sees (it logs them, and submitit pickles itself into job folders)."""
         from hydra.core.plugins import Plugins
 
-        config = self.config.copy()
+        config = without_secret(self.config, self.password)
         with open_dict(config):
             config.hydra.sweep.dir = str((settings.study_dir / "jobs").resolve())
             config.hydra.overrides.task = list(self.job_arguments)
@@ -165,11 +191,16 @@ class LauncherJobs:
             stop_jobs(study, storage, range(number, number + settings.workers))
             raise
         except Exception as error:
-            if not any(cls.__name__ in JOB_DIED for cls in type(error).__mro__):
-                raise
             reason = (str(error).strip().splitlines() or [""])[0].split(". ")[0]
+            if not any(cls.__name__ in JOB_DIED for cls in type(error).__mro__):
+                # not a job's death: the launcher itself refused (no srun, a bad partition)
+                raise ConfigError(
+                    f"hydra/launcher={launcher_name(self.config)}: the launcher failed "
+                    f"({type(error).__name__}: {scrub(reason)}); the study is kept: "
+                    "fix its settings (hydra.launcher.*) and re-run the same command"
+                ) from error
             dead.append(f"a job of hydra/launcher={launcher_name(self.config)} "
-                        f"({type(error).__name__}: {reason})")
+                        f"({type(error).__name__}: {scrub(reason)})")
             return True
         for index, job in enumerate(returns):
             code = job_code(job)
@@ -187,10 +218,10 @@ def job_code(job: Any) -> int:
     return job.return_value if isinstance(job.return_value, int) else 0
 
 
-def study_complete(study: optuna.Study, settings: SweepSettings) -> bool:
+def finished(study: optuna.Study) -> int:
     from mlpsweep.sweep.trial_states import finished_count
 
-    return finished_count(study.get_trials(deepcopy=False)) >= settings.n_trials
+    return finished_count(study.get_trials(deepcopy=False))
 
 
 def new_worker_numbers(settings: SweepSettings) -> int:
