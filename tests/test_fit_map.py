@@ -189,7 +189,7 @@ def test_the_map_of_a_two_by_two_grid_colours_each_cell_by_its_fit_rate(tmp_path
     synthetic_study(tmp_path / "grid", cells, grid_space(2, 2))
     summary, text = summarised(tmp_path / "grid")
     assert (tmp_path / "grid" / "plots" / "map.png").is_file()
-    assert "![The fit map: members that fit" in text and "- coverage: 3 of 4 architectures" in text
+    assert "![The fit map: P(fit)" in text and "- coverage: 3 of 4 architectures" in text
     events = EventAccumulator(str(tmp_path / "grid" / "summary"), size_guidance={"images": 0})
     assert "study/map" in events.Reload().Tags()["images"]
 
