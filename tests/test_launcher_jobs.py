@@ -231,3 +231,15 @@ def test_a_slurm_job_script_holds_no_password(tmp_path: Path, postgres_url: str)
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_sweep_py_takes_the_same_launcher_choice_and_its_storage_rule(tmp_path: Path) -> None:
+    """`src/sweep.py hydra/launcher=...` is the same door: submitit_slurm with the default
+    SQLite file is one line naming the way out, and nothing is created."""
+    result = subprocess.run(
+        [sys.executable, "src/sweep.py", "hydra/launcher=submitit_slurm",
+         f"sweep.output_dir={tmp_path / 'out'}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert_one_error_line(result, "hydra/launcher=submitit_slurm", "sweep.storage=postgresql://")
+    assert not (tmp_path / "out").exists()
