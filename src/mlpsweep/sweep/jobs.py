@@ -17,7 +17,8 @@ own plugin (joblib, submitit_local, submitit_slurm, ...); nothing here schedules
   worker stops on SIGTERM, queueing its trials again. joblib kills its jobs itself, and
   their trials are queued again here.
 - *Storage.* A job on another machine cannot reach this machine's SQLite file, so a
-  launcher other than joblib and submitit_local needs a server (`check_launcher`). The
+  launcher other than joblib and submitit_local needs a server (`check_launcher`), unless
+  the user declares the file shared (`sweep.storage_shared=true`, at their own risk). The
   password never goes into a job's overrides (which launchers log and pickle into job
   folders): the jobs get the URL without it, and libpq's own `PGPASSWORD` variable in their
   environment, which joblib, submitit's local jobs and `sbatch` (`--export=ALL`, SLURM's
@@ -73,14 +74,15 @@ def uses_launcher(config: DictConfig) -> bool:
 def check_launcher(config: DictConfig, settings: SweepSettings) -> None:
     """A launcher that may run jobs on other machines needs a storage they all reach."""
     target = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
-    if target.rsplit(".", 1)[-1] in LOCAL_LAUNCHERS or not settings.storage_url.startswith(
-        "sqlite"
-    ):
+    local = target.rsplit(".", 1)[-1] in LOCAL_LAUNCHERS
+    declared_shared = bool(OmegaConf.select(config, "sweep.storage_shared", default=False))
+    if local or declared_shared or not settings.storage_url.startswith("sqlite"):
         return
     raise ConfigError(
         f"hydra/launcher={launcher_name(config)}: its jobs may run on other machines, which "
         f"cannot share the SQLite file of sweep.storage={settings.storage_display!r}; give "
-        "them a server they all reach: sweep.storage=postgresql://user@host:5432/db"
+        "them a server they all reach: sweep.storage=postgresql://user@host:5432/db (or, "
+        "for a file on a shared file system, sweep.storage_shared=true: see docs/cluster.md)"
     )
 
 

@@ -72,6 +72,8 @@ class SweepSchema:
     grace_period: int = MISSING
     max_retry: int = MISSING
     max_members: int = 32  # a grid cell's members over all its rounds (sweep=grid)
+    # true: sweep.storage's SQLite file is on a file system every launcher job reaches
+    storage_shared: bool = False
 
 
 Check = tuple[str, Callable[[Any], bool], str]
