@@ -4,9 +4,11 @@ Hydra's own sweepers (basic, optuna, ax) expand the command line into jobs and g
 batch of jobs to a launcher, which waits for the whole batch before the next is asked. The
 project's engine works differently: its workers ask Optuna for trials, train a batch of
 trials as one network, tell each trial as it ends and never wait for each other, and it
-can resume and spread over machines. So this sweeper does not launch jobs: it passes the
+can resume and spread over machines. So this sweeper does not launch trials: it passes the
 user's overrides to the engine, which composes each trial's config itself, exactly as it
-does for `python src/sweep.py`. One engine, two doors.
+does for `python src/sweep.py`. One engine, two doors. With `hydra/launcher=...` the
+launcher gets the *workers* as its jobs instead (`mlpsweep.sweep.jobs`): `sweep.workers`
+jobs, each the engine's worker loop, with no barrier between them.
 
 Hydra drops a sweeper's return value, so `sweep` ends the process with the engine's exit
 status when it is not 0 (1: the study is incomplete or nothing completed; 2: a setting the
@@ -70,9 +72,10 @@ class MlpsweepOptunaSweeper(Sweeper):
         """Every mistake in a search's command line as one ConfigError, before anything exists.
 
         Called by `mlpsweep.hydra_app.preflight` with the composed config (Hydra's node too)
-        and everything typed: lists and ranges of values, a launcher, or `hydra.sweep.*`
-        would be silently ignored by this sweeper, so they are refused; then the engine's
-        own checks run on the settings and on a trial's config.
+        and everything typed: lists and ranges of values, or `hydra.sweep.*`, would be
+        silently ignored by this sweeper, so they are refused, as is a launcher whose jobs
+        may run elsewhere with an SQLite storage; then the engine's own checks run on the
+        settings and on a trial's config.
         """
         parsed = parse(typed)
         refuse_hydra_grids(parsed)

@@ -15,8 +15,10 @@ One concern per module, imported in this order (arrows one way):
 - `trial`: one trial's config, folder and outcome as an Optuna state;
 - `batch`: the asked trials trained as one network, each told as it leaves;
 - `liveness`: whose process trains a running trial; workers that end with their launcher;
+- `outage`: the storage going away: each call waits it out a while, then one line;
 - `worker`: ask a batch -> train -> tell, and wait for trials running elsewhere;
-- `launcher`: the study created once, the workers, the progress bar, best.yaml.
+- `launcher`: the study created once, the workers, the progress bar, best.yaml;
+- `jobs`: the workers as jobs of a Hydra launcher (`-m hparams_search=arch hydra/launcher=...`).
 
 The names below are loaded on first use (PEP 562), so that `mlpsweep.summary` can import
 `mlpsweep.sweep.trial_states` and `settings` without importing the launcher, the worker
