@@ -102,9 +102,11 @@ def probability_map_figure(
     """The map coloured by each cell's pooled p (members over all its trials), the cell's
     member count written in it; one panel per facet value, stacked."""
     facets = probability.facets or [()]
-    panel_height = 0.9 + 0.55 * len(depths)
-    figure = Figure(
-        figsize=(max(7.0, 0.2 * len(widths) + 2.4), 0.8 + panel_height * len(facets)), dpi=100
+    panel_height = 1.0 + 0.55 * len(depths)
+    figure = Figure(  # constrained: the two-line title, the colour bar and the labels all fit
+        figsize=(max(7.0, 0.2 * len(widths) + 2.4), 1.0 + panel_height * len(facets)),
+        dpi=100,
+        layout="constrained",
     )
     axes_list = figure.subplots(len(facets), 1, squeeze=False)[:, 0]
     cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="white")
@@ -132,5 +134,5 @@ def probability_map_figure(
     figure.suptitle(title, fontsize=9)
     if image is not None:
         bar = figure.colorbar(image, ax=list(axes_list), pad=0.01, fraction=0.04)
-        bar.set_label("P(fit): members that fit / members")
+        bar.set_label("P(fit)")
     return figure

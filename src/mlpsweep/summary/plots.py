@@ -101,8 +101,8 @@ def map_figure(summary: StudySummary) -> Figure | str:
         coverage = summary.coverage
         total = coverage.total if coverage.total is not None else "?"
         title = (
-            f"Colour: P(fit) = members that fit / members, pooled over every trial of the cell "
-            f"(train/acc = 1, {ANSWER_METRIC} >= {summary.answer.threshold:g}); text: members\n"
+            f"Colour: P(fit) = members that fit / members, pooled over every trial of the cell\n"
+            f"(train/acc = 1, {ANSWER_METRIC} >= {summary.answer.threshold:g}); text: members; "
             f"{coverage.trained} of {total} {summary.space.noun} trained (blank: not trained)"
         )
         return probability_map_figure(probability, widths, depths, title)
