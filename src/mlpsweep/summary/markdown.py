@@ -65,7 +65,10 @@ def _elapsed(start: datetime | None, end: datetime | None) -> float | None:
 def _header_md(summary: StudySummary) -> str:
     counts = summary.counts
     finished = counts["complete"] + counts["pruned"] + counts["failed"]
+    later_rounds = sum(1 for row in summary.rows if row.round > 0)
     budget = f" of n_trials={summary.n_trials}" if summary.n_trials else ""
+    if budget and later_rounds:  # a map's rounds add trials beyond its cells
+        budget += f" plus {plural(later_rounds, 'trial')} of later rounds"
     objectives = ", ".join(
         f"{objective.metric} ({objective.direction})" for objective in summary.objectives
     )
@@ -101,7 +104,9 @@ def _evidence(summary: StudySummary) -> str:
     if not probability.cells:
         return "no trial with its members' values yet"
     rounds = max((row.round for row in summary.rows), default=0)
-    later = f", {rounds} rounds of new initialisations after the first" if rounds else ""
+    later = (
+        f", {plural(rounds, 'round')} of new initialisations after the first" if rounds else ""
+    )
     return (
         f"{plural(probability.members, 'member')} (initialisations) in "
         f"{plural(probability.trials, 'trial')} over "
