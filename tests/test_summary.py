@@ -47,7 +47,9 @@ FAST = (
 )
 SECRET_URL = "postgresql://user:secret@host/db"
 SPACE = {"model.hidden": IntDistribution(1, 64, log=True), "model.layers": IntDistribution(1, 4)}
-SINGLE_PICTURES = {"map", "best_fit", "architecture", "size_vs_accuracy", "history", "importances"}
+SINGLE_PICTURES = {
+    "map", "curves", "best_fit", "architecture", "size_vs_accuracy", "history", "importances"
+}
 
 
 def load_script(name: str) -> ModuleType:

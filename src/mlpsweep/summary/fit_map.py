@@ -29,6 +29,8 @@ class FitCell:
     epochs: int | None
     trial: int
     parameter_count: int
+    # the fit epochs of the members that fit (each left its batch then)
+    member_fit_epochs: tuple[int, ...] = ()
 
     @property
     def fit_rate(self) -> float:
@@ -55,6 +57,7 @@ def fit_cells(candidates: Sequence[Candidate]) -> dict[tuple[int, int], FitCell]
         cells[(hidden, layers)] = FitCell(
             hidden, layers, candidate.reached, candidate.members, candidate.mean,
             candidate.row.epochs, candidate.row.number, candidate.size,
+            tuple(epoch for epoch in candidate.row.epochs_to_fit if epoch is not None),
         )
     return cells
 
@@ -70,7 +73,10 @@ class DepthRow:
     smallest_any: FitCell | None
     not_reliable_above: tuple[int, ...]  # trained widths above smallest_reliable that do not
     untried_below: tuple[int, ...]  # widths of the space below smallest_reliable never trained
-    epochs_to_fit: tuple[int, ...]  # epochs of this depth's reliable cells
+    # the fit epochs of this depth's members that fit (recorded per member), or else the
+    # epochs of its reliable cells (studies from before members left one by one)
+    epochs_to_fit: tuple[int, ...]
+    counts_members: bool = False  # epochs_to_fit holds members' fit epochs, not cells' epochs
 
     @property
     def sharp(self) -> bool | None:
@@ -79,7 +85,7 @@ class DepthRow:
         return None if self.smallest_reliable is None else not self.not_reliable_above
 
     def epochs_range(self) -> tuple[int, float, int] | None:
-        """(min, median, max) epochs of the reliable cells."""
+        """(min, median, max) of `epochs_to_fit`."""
         epochs = self.epochs_to_fit
         return (min(epochs), statistics.median(epochs), max(epochs)) if epochs else None
 
@@ -96,9 +102,10 @@ def depth_rows(cells: Cells, widths: Sequence[int], depths: Sequence[int]) -> li
         done = {cell.hidden for cell in trained}
         limit = reliable.hidden if reliable else max(widths, default=0) + 1
         untried = tuple(width for width in widths if width < limit and width not in done)
-        epochs = tuple(cell.epochs for cell in trained if cell.reliable and cell.epochs)
+        members = tuple(epoch for cell in trained for epoch in cell.member_fit_epochs)
+        epochs = members or tuple(cell.epochs for cell in trained if cell.reliable and cell.epochs)
         rows.append(DepthRow(layers, len(trained), len(widths), reliable, at_all, above,
-                             untried, epochs))
+                             untried, epochs, counts_members=bool(members)))
     return rows
 
 

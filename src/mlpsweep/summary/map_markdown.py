@@ -15,7 +15,7 @@ from mlpsweep.summary.trial_rows import TrialRow
 PER_DEPTH_HEAD = [
     "layers", "widths trained", "smallest where all members of a trial fit",
     "smallest that fits at all (>= 1 member)", "every wider trained width: all members fit",
-    "epochs to fit (min / median / max)",
+    "epochs to fit of the members that fit (min / median / max)",
 ]
 
 
@@ -50,7 +50,8 @@ def _epochs(row: DepthRow) -> str:
         return "n/a"
     low, median, high = spread
     count = len(row.epochs_to_fit)
-    return f"{low} / {median:g} / {high} ({count} architecture{'' if count == 1 else 's'})"
+    noun = "member" if row.counts_members else "architecture"
+    return f"{low} / {median:g} / {high} ({count} {noun}{'' if count == 1 else 's'})"
 
 
 def per_depth_table(rows: Sequence[DepthRow]) -> list[str]:

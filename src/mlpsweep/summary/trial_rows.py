@@ -48,6 +48,8 @@ class TrialRow:
     retried_as: int | None = None
     # 0: the cell's first trial; 1, 2, ...: a later round of new initialisations (`sweep.rounds`)
     round: int = 0
+    # per member, the epoch at which it fit and left its batch (None: it did not)
+    epochs_to_fit: tuple[int | None, ...] = ()
 
     def metric(self, key: str, stat: str = "mean") -> float | None:
         value = self.metrics.get(key, {}).get(stat)
@@ -140,7 +142,15 @@ def _row(trial: FrozenTrial, study_folder: Path, retried: set[int]) -> TrialRow:
         folder=folder,
         duplicate_of=_trial_number(attrs.get("duplicate_of")),
         round=_trial_number(attrs.get(ROUND_ATTR)) or 0,
+        epochs_to_fit=_fit_epochs(attrs.get("epochs_to_fit", run.get("epochs_to_fit"))),
     )
+
+
+def _fit_epochs(value: Any) -> tuple[int | None, ...]:
+    """Each member's fit epoch as recorded (attributes or metrics.json); () when unknown."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(_trial_number(epoch) for epoch in value)
 
 
 def _kept_members(attrs: dict[str, Any]) -> dict[str, list[float]]:
