@@ -44,8 +44,9 @@ def fit_figure(
             label=f"training points, y = {value:g}",
         )
     if member_probs.shape[0] > 1:
-        for probs in member_probs:
-            axes.plot(grid, probs, color="tab:green", alpha=0.25, linewidth=0.8)
+        for index, probs in enumerate(member_probs):
+            axes.plot(grid, probs, color="tab:green", alpha=0.25, linewidth=0.8,
+                      label="each member" if index == 0 else None)
     label = "network" if member_probs.shape[0] == 1 else f"mean of {member_probs.shape[0]} members"
     axes.plot(grid, member_probs.mean(axis=0), color="tab:green", linewidth=2, label=label)
     axes.axhline(0.5, color="grey", linewidth=0.6, linestyle=":")
@@ -63,12 +64,16 @@ def loss_figure(epoch_losses: np.ndarray, val_epochs: list[int], val_losses: lis
     stride = max(1, -(-epoch_losses.shape[0] // LOSS_CURVE_POINTS))
     epochs = np.arange(1, epoch_losses.shape[0] + 1)[::stride]
     losses = epoch_losses[::stride]
-    axes.plot(epochs, losses.mean(axis=1), label="train loss")
-    if losses.shape[1] > 1:
-        axes.fill_between(epochs, losses.min(axis=1), losses.max(axis=1), alpha=0.25)
+    members = losses.shape[1]
+    axes.plot(epochs, losses.mean(axis=1),
+              label="train loss" if members == 1 else f"train loss, mean of {members} members")
+    if members > 1:
+        axes.fill_between(epochs, losses.min(axis=1), losses.max(axis=1), alpha=0.25,
+                          label="members' range (min to max)")
     if val_epochs:
         axes.plot(val_epochs, val_losses, "o-", markersize=3, label="validation loss")
-    axes.set(xlabel="epoch", ylabel="BCE loss", yscale="log", title="loss")
+    axes.set(xlabel="epoch", ylabel="BCE loss", yscale="log",
+             title="BCE loss per epoch (training) and at each validation")
     # Plain-text tick labels: the default ones are mathtext ($10^{-1}$), whose parsing was
     # most of this figure's 0.29 s, paid by every trial of a map.
     axes.yaxis.set_major_formatter(LogFormatter())
