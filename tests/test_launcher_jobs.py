@@ -88,7 +88,7 @@ def test_a_killed_joblib_job_of_a_multirun_is_one_line_naming_the_runs_that_did_
                 and "resource_tracker" not in cmdline(pid)]
         return jobs if len(started) == 2 and jobs else []
 
-    victim = wait_for(both_training, 180, "both jobs training")[0]
+    victim = wait_for(both_training, 420, "both jobs training")[0]
     os.kill(victim, signal.SIGKILL)
     result = finish(multirun, 120)
     line = assert_one_error_line(result, "did not complete", "model.hidden=", code=1)
