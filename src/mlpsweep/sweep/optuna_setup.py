@@ -109,7 +109,9 @@ def refuse_foreign_sqlite(settings: SweepSettings) -> None:
             f"database ({error}); choose another sweep.storage or sweep.output_dir"
         ) from error
     tables = sorted(name for (name,) in rows)
-    if tables and not OPTUNA_TABLES <= set(tables):
+    # only tables of Optuna's own schema: an Optuna storage, or one that another command
+    # starting the same new study is creating right now (its tables appear one by one)
+    if tables and not set(tables) <= OPTUNA_SCHEMA:
         raise ConfigError(
             f"sweep.storage={settings.storage_display!r}: {database} is a database but not an "
             f"Optuna storage (tables: {', '.join(tables[:5])}); it is left untouched: choose "
@@ -118,6 +120,12 @@ def refuse_foreign_sqlite(settings: SweepSettings) -> None:
 
 
 OPTUNA_TABLES = {"alembic_version", "studies", "trials"}
+# every table of Optuna's RDB schema (optuna/storages/_rdb/models.py)
+OPTUNA_SCHEMA = OPTUNA_TABLES | {
+    "version_info", "study_directions", "study_user_attributes", "study_system_attributes",
+    "trial_params", "trial_values", "trial_intermediate_values", "trial_user_attributes",
+    "trial_system_attributes", "trial_heartbeats",
+}
 
 
 def load_or_create_study(
