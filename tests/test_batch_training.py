@@ -332,13 +332,13 @@ def test_members_that_fit_leave_at_once_and_a_run_alone_gives_them_the_same_numb
     cfgs = configs(tmp_path / "runs", ((20, 1), (9, 2)), *overrides)
     trainer = BatchTrainer(cfgs, folders(tmp_path / "batch", 2), None, None)
     members_at = {}
-    original_depart = trainer.depart_fitted
+    original_depart = trainer.depart
 
-    def counting_depart(trial, epoch):
-        original_depart(trial, epoch)
+    def counting_depart(trial, fitted, epoch):
+        original_depart(trial, fitted, epoch)
         members_at[epoch] = trainer.batch.members
 
-    trainer.depart_fitted = counting_depart
+    trainer.depart = counting_depart
     results = trainer.run()
     fitted = results[0].epochs_to_fit
     assert all(fitted) and len(set(fitted)) > 1, "the 20-unit members fit, at different epochs"

@@ -141,6 +141,7 @@ class MLP(pl.LightningModule):
         # per member, the validation epoch at which it fit by the stop rule (None: not yet)
         self.fit_epochs: list[int | None] = [None] * ensemble
         self.frozen: FrozenMembers | None = None
+        self.resumed_exit_losses: torch.Tensor | None = None  # from a checkpoint's "mlpsweep"
 
     @property
     def ensemble(self) -> int:
@@ -245,13 +246,13 @@ class MLP(pl.LightningModule):
         self.epoch_losses[self.current_epoch] = total / points
         self.epochs_trained = self.current_epoch + 1
         if self.frozen is None and any(epoch is not None for epoch in self.fit_epochs):
-            self.frozen = FrozenMembers.of(self, getattr(self, "resumed_exit_losses", None))
+            self.frozen = FrozenMembers.of(self, self.resumed_exit_losses)
         if self.frozen is not None:
             self.frozen.restore(self, self.current_epoch)
 
     def freeze_fitted(self, fitted: list[int]) -> None:
         """Members that fit by the stop rule stop training, as they leave a batch of trials
-        (`BatchTrainer.depart_fitted`): their weights and Adam state are put back after every
+        (`BatchTrainer.depart`): their weights and Adam state are put back after every
         epoch and their loss stays their loss at exit. They are still computed with the
         others (a run alone is one small network; a batch is where the saving counts), and
         since a member's kernels do not depend on its neighbours (`mlpsweep.layout`), the
