@@ -9,6 +9,8 @@ over all its trials, its member count written in it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -64,14 +66,7 @@ def fit_map_figure(
     if answer is not None and answer[0] in widths and answer[1] in depths:
         col, row = widths.index(answer[0]), depths.index(answer[1])
         axes.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, linewidth=3.0))
-    # thin lines between cells, so a blank (untrained) cell reads as a cell
-    axes.set_xticks(np.arange(-0.5, len(widths)), minor=True)
-    axes.set_yticks(np.arange(-0.5, len(depths)), minor=True)
-    axes.grid(which="minor", color="lightgrey", linewidth=0.5)
-    axes.tick_params(which="minor", length=0)
-    step = max(1, len(widths) // 16)
-    axes.set_xticks(range(0, len(widths), step), [str(width) for width in widths[::step]])
-    axes.set_yticks(range(len(depths)), [str(depth) for depth in depths])
+    cell_grid(axes, widths, depths)
     axes.set_xlabel("hidden units per layer (model.hidden)")
     axes.set_ylabel("hidden layers (model.layers)")
     axes.set_title(title, fontsize=9)
@@ -94,6 +89,18 @@ def probability_grid(
             if cell is not None:
                 p[row, col], members[row, col] = cell.p, cell.members
     return p, members
+
+
+def cell_grid(axes: Any, widths: list[int], depths: list[int]) -> None:
+    """Thin lines between cells, so a blank (untrained) cell reads as a cell, and at most 16
+    width labels on the x axis."""
+    axes.set_xticks(np.arange(-0.5, len(widths)), minor=True)
+    axes.set_yticks(np.arange(-0.5, len(depths)), minor=True)
+    axes.grid(which="minor", color="lightgrey", linewidth=0.5)
+    axes.tick_params(which="minor", length=0)
+    step = max(1, len(widths) // 16)
+    axes.set_xticks(range(0, len(widths), step), [str(width) for width in widths[::step]])
+    axes.set_yticks(range(len(depths)), [str(depth) for depth in depths])
 
 
 def probability_map_figure(
@@ -120,13 +127,7 @@ def probability_map_figure(
                 if members[row, col]:
                     axes.text(col, row, str(members[row, col]), ha="center", va="center",
                               fontsize=6 if len(widths) > 24 else 8)
-        axes.set_xticks(np.arange(-0.5, len(widths)), minor=True)
-        axes.set_yticks(np.arange(-0.5, len(depths)), minor=True)
-        axes.grid(which="minor", color="lightgrey", linewidth=0.5)
-        axes.tick_params(which="minor", length=0)
-        step = max(1, len(widths) // 16)
-        axes.set_xticks(range(0, len(widths), step), [str(width) for width in widths[::step]])
-        axes.set_yticks(range(len(depths)), [str(depth) for depth in depths])
+        cell_grid(axes, widths, depths)
         axes.set_ylabel("hidden layers")
         if facet:
             axes.set_title(", ".join(f"{key}={value}" for key, value in facet), fontsize=9)

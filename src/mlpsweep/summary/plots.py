@@ -96,14 +96,17 @@ def map_figure(summary: StudySummary) -> Figure | str:
     """The map coloured by each cell's pooled p, its member count in it (one panel per
     facet value); without per-member values, the older map of one trial per cell."""
     probability = summary.probability
+    coverage = summary.coverage
+    trained = (
+        f"{coverage.trained} of {coverage.total if coverage.total is not None else '?'} "
+        f"{summary.space.noun} trained (blank: not trained)"
+    )
     if probability.cells:
         widths, depths = _axes_of(summary)
-        coverage = summary.coverage
-        total = coverage.total if coverage.total is not None else "?"
         title = (
             f"Colour: P(fit) = members that fit / members, pooled over every trial of the cell\n"
             f"(train/acc = 1, {ANSWER_METRIC} >= {summary.answer.threshold:g}); text: members; "
-            f"{coverage.trained} of {total} {summary.space.noun} trained (blank: not trained)"
+            f"{trained}"
         )
         return probability_map_figure(probability, widths, depths, title)
     fit_map = summary.fit_map
@@ -112,13 +115,10 @@ def map_figure(summary: StudySummary) -> Figure | str:
     winner = summary.answer.winner
     params = winner.row.params if winner else {}
     answer = (params["model.hidden"], params["model.layers"]) if params else None
-    coverage = summary.coverage
-    total = coverage.total if coverage.total is not None else "?"
     title = (
         f"Colour: members that fit (train/acc = 1, {ANSWER_METRIC} >= "
         f"{summary.answer.threshold:g}); text: their mean {ANSWER_METRIC}\n"
-        f"box: the smallest that fits; {coverage.trained} of {total} architectures trained "
-        "(blank: not trained)"
+        f"box: the smallest that fits; {trained}"
     )
     return fit_map_figure(fit_map, title, answer)
 
