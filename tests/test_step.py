@@ -107,6 +107,12 @@ def test_canonical_padding_receives_nothing_and_computes_the_unpadded_network(hi
             strict=True,
         ),
     ]
+    # The bound, from float64's rounding (not from a host): a sum of n terms in another order
+    # moves by at most n * eps * (sum of |terms|) with eps = 1.1e-16; here n <= 64 units or 32
+    # points, |terms| sum to at most ~10 (weights ~1, activations in [0, 1]), and each of the
+    # 4 layers passes it on through a sigmoid (slope <= 1/4) and a product with |w| <= ~3:
+    # 64 * 1.1e-16 * 10 * 4 layers * 3 = 8.5e-13, so 1e-12 of the tensor's scale. float32
+    # would give 1e-5 here, which is why this is compared in float64.
     for unpadded, padded in pairs:
         cut = tuple(slice(0, size) for size in unpadded.shape)
         scale = float(unpadded.abs().max())
