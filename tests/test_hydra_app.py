@@ -342,11 +342,13 @@ def test_ctrl_c_leaves_a_checkpoint_the_run_resumes_from(tmp_path):
     from conftest import run_train_script
     from test_interrupt import interrupt_after
 
-    def training_started() -> bool:
-        return any(tmp_path.glob("first/*/events.out.tfevents.*"))
+    def trained_a_while() -> bool:
+        # the loss curve's own file opens after its first chunk (logger.flush_every epochs):
+        # the logger's events file opens before epoch 1, and a Ctrl-C then leaves epoch 0
+        return any(tmp_path.glob("first/*/events.out.tfevents.*.train_loss"))
 
     args = ["src/train.py", "quiet=true", "trainer.max_epochs=5000"]
-    stopped = interrupt_after([*args, f"output_dir={tmp_path / 'first'}"], training_started)
+    stopped = interrupt_after([*args, f"output_dir={tmp_path / 'first'}"], trained_a_while)
     assert stopped.returncode == 130, stopped.stderr
     (first,) = run_dirs(tmp_path / "first")
     reached = json.loads((first / "metrics.json").read_text())["epochs"]
