@@ -4,6 +4,8 @@ the crossing widths and their intervals, the cells that decide them, and the cap
 from __future__ import annotations
 
 import math
+import random
+from statistics import NormalDist
 
 import pytest
 import torch
@@ -29,30 +31,28 @@ def cells_of(layers: int, rows: list[tuple[int, int, int]]) -> list[CellEvidence
     return [CellEvidence(hidden, layers, members, fits) for hidden, fits, members in rows]
 
 
-def wilson_reference(fits: int, members: int) -> tuple[float, float]:
-    """The Wilson score interval written out: (p + z²/2n ± z sqrt(p(1-p)/n + z²/4n²)) /
-    (1 + z²/n), z the normal's 97.5% quantile. Both sides compute it in float64 from the
-    same few terms, so they can differ by rounding of a handful of operations (~1e-15),
-    which the 1e-12 relative bound below covers on any host."""
-    from scipy.stats import norm
-
-    z, n, p = float(norm.ppf(0.975)), members, fits / members
-    centre = p + z * z / (2 * n)
-    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (centre - spread) / (1 + z * z / n), (centre + spread) / (1 + z * z / n)
+def score_statistic(p: float, p0: float, n: int) -> float:
+    """The score test's statistic for a proportion p of n against p0."""
+    return (p - p0) / math.sqrt(p0 * (1 - p0) / n)
 
 
 @pytest.mark.parametrize(("fits", "members"), [(34, 64), (0, 4), (4, 4), (1, 4), (17, 32)])
-def test_wilson_interval_is_the_textbook_formula_and_never_zero_width(fits, members) -> None:
+def test_wilson_interval_is_where_the_score_test_reaches_its_critical_value(fits, members):
+    """The interval's ends are defined by the score test, not by the closed form the code
+    uses: at each end inside (0, 1) the statistic is the normal's 97.5% quantile, in float64
+    to rounding of a few operations (the 1e-9 bound is far above them, far below a wrong end)."""
     low, high = wilson_interval(fits, members)
-    expected_low, expected_high = wilson_reference(fits, members)
-    assert low == pytest.approx(max(0.0, expected_low), rel=1e-12, abs=1e-15)
-    assert high == pytest.approx(min(1.0, expected_high), rel=1e-12, abs=1e-15)
-    assert high - low > 0.1, "a few members never give a narrow interval"
-    if fits == 0:
+    z, p = NormalDist().inv_cdf(0.975), fits / members
+    assert 0.0 <= low <= p <= high <= 1.0
+    if fits > 0:
+        assert score_statistic(p, low, members) == pytest.approx(z, rel=1e-9)
+    else:
         assert low == 0.0
-    if fits == members:
+    if fits < members:
+        assert score_statistic(p, high, members) == pytest.approx(-z, rel=1e-9)
+    else:
         assert high == 1.0
+    assert high - low > 0.1, "a few members never give a narrow interval"
 
 
 def test_wilson_interval_without_members_is_everything() -> None:
@@ -76,6 +76,27 @@ def test_the_curve_is_monotone_and_weighted_by_members() -> None:
     curve = monotone_curve([8, 4, 4], [8, 0, 4])
     assert curve == pytest.approx([8 / 12, 8 / 12, 1.0])
     assert all(a <= b for a, b in zip(curve, curve[1:], strict=False))
+
+
+def min_max_isotonic(members: list[int], fits: list[int]) -> list[float]:
+    """The isotonic regression by its min-max formula: at cell i, the max over j <= i of the
+    min over l >= i of the weighted mean of cells j..l (Barlow et al. 1972). Slow, and
+    independent of the pool-adjacent-violators loop it checks."""
+    def mean(j: int, last: int) -> float:
+        return sum(fits[j:last + 1]) / sum(members[j:last + 1])
+
+    size = len(members)
+    return [max(min(mean(j, last) for last in range(i, size)) for j in range(i + 1))
+            for i in range(size)]
+
+
+def test_the_curve_is_the_isotonic_regression_of_its_min_max_formula() -> None:
+    draw = random.Random(0)
+    for _ in range(200):
+        members = [draw.choice([4, 8, 32]) for _ in range(draw.randint(1, 9))]
+        fits = [draw.randint(0, n) for n in members]
+        assert monotone_curve(members, fits) == pytest.approx(
+            min_max_isotonic(members, fits), rel=1e-12, abs=1e-15)
 
 
 def test_crossing_is_the_smallest_width_reaching_the_level_or_none() -> None:
