@@ -1,7 +1,7 @@
 """The fit map: every architecture of the space as a cell, coloured by its fit rate.
 
 Hidden units on x, layers on y; a cell's colour is how many of its members fit (one colour
-per count, red none to green all), its text the members' mean val/acc. An untrained cell
+per count, red none to green all), its text the members' mean val/acc in percent. An untrained cell
 stays white with no text, so a sampled study shows its gaps; the answer is boxed.
 `probability_map_figure` is the map the summary draws: each cell coloured by its p pooled
 over all its trials, its member count written in it.
@@ -37,8 +37,9 @@ def fit_rate_grid(fit_map: FitMap) -> np.ndarray:
 
 
 def _accuracy_text(value: float) -> str:
-    """.97 rather than 0.97, so the text fits a narrow cell; 1 for a perfect grid."""
-    return "1" if value >= 1 else f"{value:.2f}".lstrip("0")
+    """A percentage without its sign (97, 100): one format for every cell, three characters
+    at most, so it fits a narrow cell written horizontally."""
+    return f"{100 * value:.0f}"
 
 
 def fit_map_figure(
@@ -47,7 +48,7 @@ def fit_map_figure(
     """The map; `answer` (hidden, layers) is drawn with a black box."""
     members = max((cell.members for cell in fit_map.cells.values()), default=1) or 1
     widths, depths = fit_map.widths, fit_map.depths
-    figure = Figure(figsize=(max(6.0, 0.22 * len(widths) + 2.0), 1.4 + 0.9 * len(depths)), dpi=100)
+    figure = Figure(figsize=(map_width(len(widths)), 1.4 + 0.9 * len(depths)), dpi=100)
     axes = figure.add_subplot()
     colours = matplotlib.colormaps["RdYlGn"](np.linspace(0.05, 0.95, members + 1))
     cmap = ListedColormap(colours).with_extremes(bad="white")
@@ -56,13 +57,12 @@ def fit_map_figure(
         np.ma.masked_invalid(fit_rate_grid(fit_map)), cmap=cmap, norm=BoundaryNorm(bounds, cmap.N),
         aspect="auto", origin="lower", interpolation="nearest",
     )
-    rotation = 90 if len(widths) > 16 else 0
     for row, depth in enumerate(depths):
         for col, width in enumerate(widths):
             cell = fit_map.cell(width, depth)
             if cell is not None:
                 axes.text(col, row, _accuracy_text(cell.mean_val_acc), ha="center", va="center",
-                          fontsize=6 if rotation else 8, rotation=rotation)
+                          fontsize=cell_text_size(len(widths)))
     if answer is not None and answer[0] in widths and answer[1] in depths:
         col, row = widths.index(answer[0]), depths.index(answer[1])
         axes.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, linewidth=3.0))
@@ -92,15 +92,30 @@ def probability_grid(
 
 
 def cell_grid(axes: Any, widths: list[int], depths: list[int]) -> None:
-    """Thin lines between cells, so a blank (untrained) cell reads as a cell, and at most 16
-    width labels on the x axis."""
+    """Thin lines between cells, so a blank (untrained) cell reads as a cell, and width
+    labels on the x axis: every one where the widths are not consecutive (a sampled study's
+    trained widths, read one by one), else at most 16."""
     axes.set_xticks(np.arange(-0.5, len(widths)), minor=True)
     axes.set_yticks(np.arange(-0.5, len(depths)), minor=True)
     axes.grid(which="minor", color="lightgrey", linewidth=0.5)
     axes.tick_params(which="minor", length=0)
-    step = max(1, len(widths) // 16)
-    axes.set_xticks(range(0, len(widths), step), [str(width) for width in widths[::step]])
+    consecutive = all(b - a == 1 for a, b in zip(widths, widths[1:], strict=False))
+    step = max(1, len(widths) // 16) if consecutive else 1
+    axes.set_xticks(range(0, len(widths), step), [str(width) for width in widths[::step]],
+                    fontsize=8 if step == 1 and len(widths) > 24 else None)
     axes.set_yticks(range(len(depths)), [str(depth) for depth in depths])
+
+
+def cell_text_size(columns: int) -> float:
+    """Horizontal text that fits a cell of `map_width(columns)`: larger where there are few."""
+    return 9 if columns <= 20 else 7 if columns <= 40 else 6
+
+
+def map_width(columns: int) -> float:
+    """Inches: cells at least 0.2 in wide (the full 64-column map), 0.4 in up to 20 columns,
+    so a sparse map's few columns are read at a glance, not drawn as thin strips."""
+    per_cell = 0.4 if columns <= 20 else 0.3 if columns <= 40 else 0.2
+    return max(7.0, per_cell * columns + 2.4)
 
 
 def probability_map_figure(
@@ -111,7 +126,7 @@ def probability_map_figure(
     facets = probability.facets or [()]
     panel_height = 1.0 + 0.55 * len(depths)
     figure = Figure(  # constrained: the two-line title, the colour bar and the labels all fit
-        figsize=(max(7.0, 0.2 * len(widths) + 2.4), 1.0 + panel_height * len(facets)),
+        figsize=(map_width(len(widths)), 1.0 + panel_height * len(facets)),
         dpi=100,
         layout="constrained",
     )
@@ -126,7 +141,7 @@ def probability_map_figure(
             for col in range(len(widths)):
                 if members[row, col]:
                     axes.text(col, row, str(members[row, col]), ha="center", va="center",
-                              fontsize=6 if len(widths) > 24 else 8)
+                              fontsize=cell_text_size(len(widths)))
         cell_grid(axes, widths, depths)
         axes.set_ylabel("hidden layers")
         if facet:

@@ -103,9 +103,14 @@ def map_figure(summary: StudySummary) -> Figure | str:
     )
     if probability.cells:
         widths, depths = _axes_of(summary)
+        sampled = coverage.total is not None and coverage.trained < coverage.total
+        if sampled:  # a sampled study: its trained widths only, wide enough to read
+            trained_widths = {hidden for _, _, hidden in probability.cells}
+            widths = [width for width in widths if width in trained_widths]
+            trained += "; only the trained widths are drawn"
         title = (
             f"Colour: P(fit) = members that fit / members, pooled over every trial of the cell\n"
-            f"(train/acc = 1, {ANSWER_METRIC} >= {summary.answer.threshold:g}); text: members; "
+            f"(train/acc = 1, {ANSWER_METRIC} >= {summary.answer.threshold:g}); text: members\n"
             f"{trained}"
         )
         return probability_map_figure(probability, widths, depths, title)
@@ -117,7 +122,7 @@ def map_figure(summary: StudySummary) -> Figure | str:
     answer = (params["model.hidden"], params["model.layers"]) if params else None
     title = (
         f"Colour: members that fit (train/acc = 1, {ANSWER_METRIC} >= "
-        f"{summary.answer.threshold:g}); text: their mean {ANSWER_METRIC}\n"
+        f"{summary.answer.threshold:g}); text: their mean {ANSWER_METRIC} in %\n"
         f"box: the smallest that fits; {trained}"
     )
     return fit_map_figure(fit_map, title, answer)
