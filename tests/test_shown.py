@@ -97,7 +97,9 @@ def test_a_sweeps_hparams_tab_shows_the_architecture_by_default_and_booleans_as_
     assert list(runs) == ["summary", "trials/0", "trials/1"], "short names, no version folders"
     ordered = sorted(infos, key=lambda info: not info.differs)  # the web app's stable sort
     shown = [info.name for info in ordered[:COLUMNS_SHOWN_BY_DEFAULT]]
-    assert shown[:2] == ["model.hidden", "model.layers"], shown
+    assert shown[:3] == ["model.hidden", "model.layers", "parameter_count"], shown
+    assert not [info.name for info in infos if info.name.startswith("data.")], (
+        "the data set's constant keys are no columns: the metrics follow the architecture")
     normalize = runs["trials/0"]["data.normalize"]
     assert normalize.WhichOneof("kind") == "string_value"
     assert normalize.string_value == "false", "a boolean reads false, not 0.0000"

@@ -307,10 +307,17 @@ def test_tensorboard_hparams_hold_real_hyperparameters_and_final_metrics(finishe
     for key in ("trainer.threads", "trainer.checkpoint", "model.fused_adam", "quiet"):
         assert key not in hparams, f"{key} does not change what a run learns"
 
+    assert hparams["parameter_count"] == 3 * cfg.model.hidden + 1, "a column, not a metric"
+    assert "parameter_count" not in accumulator.Tags()["scalars"], "no series of one point"
+
     experiment = plugin["_hparams_/experiment"].experiment
     metric_tags = {info.name.tag for info in experiment.metric_infos}
     assert METRIC_KEYS <= metric_tags
-    assert "hp_metric" not in metric_tags
+    assert "hp_metric" not in metric_tags and "parameter_count" not in metric_tags
+    columns = [info.name for info in experiment.hparam_infos]
+    assert "model.hidden" in columns and "parameter_count" in columns
+    assert not [name for name in columns if name.startswith("data.")], (
+        "the data set's constant settings are no columns before the metrics")
     # TensorBoard shows each HParams metric as its scalar's last value: the final members' mean.
     final_val_acc = scalar_series(accumulator, "val/acc")[-1][1]
     assert final_val_acc != -1

@@ -142,9 +142,13 @@ class HParamsLogger(pl.Callback):
 
     Lightning's own entry shows a placeholder (-1) or nothing; this one is written when
     training ends, before Lightning closes the event file, with the last validation's
-    members' means and the architecture's parameter count. A run stopped early (a sweep's
-    pruned trial) gets one too, with the metrics it had reached, so the HParams tab shows
-    every trial of a study.
+    members' means; the architecture's parameter count is a column beside its hidden and
+    layers. A run stopped early (a sweep's pruned trial) gets one too, with the metrics it
+    had reached, so the HParams tab shows every trial of a study.
+
+    Numbers are numbers, so the tab's filters, sorting and parallel coordinates work; its
+    table prints every number with JavaScript's toPrecision(5) (5 as 5.0000), which a log
+    cannot change: written as strings they would read 5 but sort 10 before 2.
     """
 
     def __init__(
@@ -167,30 +171,43 @@ class HParamsLogger(pl.Callback):
             return
         from torch.utils.tensorboard.summary import hparams
 
-        final = {**pl_module.metric_means(), "parameter_count": float(pl_module.parameter_count)}
+        # The HParams tab reads each metric's value from the run's scalar of that tag; the
+        # validation scalars are there already (Lightning's log_hyperparams would write
+        # them a second time). The parameter count is a property of the architecture, not
+        # a measurement over epochs: a column beside hidden and layers, not a scalar.
+        final = pl_module.metric_means()
+        shown = {**self.hparams, PARAMETER_COUNT: pl_module.parameter_count}
         epoch, writer = pl_module.last_validated_epoch, trainer.logger.experiment
-        # The HParams tab reads each metric's scalar from the run; the validation scalars
-        # are there already (Lightning's log_hyperparams would write them a second time).
-        writer.add_scalar("parameter_count", final["parameter_count"], epoch)
-        experiment, start, end = hparams(self.hparams, final)
-        for summary in (columns_first(experiment, self.shown_first), start, end):
+        experiment, start, end = hparams(shown, final)
+        columns = columns_first(experiment, (*self.shown_first, PARAMETER_COUNT))
+        for summary in (columns, start, end):
             writer.file_writer.add_summary(summary, epoch)
 
 
+PARAMETER_COUNT = "parameter_count"
+
+
 def columns_first(experiment: Any, names: Sequence[str]) -> Any:
-    """The experiment summary with `names` marked as the hyperparameters that differ.
+    """The experiment summary with `names` marked as the hyperparameters that differ, and
+    the data set's keys (`data.*`) that are not among them left out of the columns.
 
     TensorBoard's HParams tab takes one run's experiment summary as the table's columns,
     sorts them by `differs` then by name and ticks only the first five by default; torch
-    marks none as differing, so with a dozen keys `data.*` filled those five and the
-    architecture was hidden. Marking the searched keys puts them first.
+    marks none as differing, so with a dozen keys the constant `data.*` filled those five
+    and came before the metrics. Marking the searched keys puts them first; the data set's
+    settings stay in each run's hyperparameters (and its config.yaml) but are no column
+    unless searched.
     """
     from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
     value = experiment.value[0]
     content = HParamsPluginData.FromString(value.metadata.plugin_data.content)
-    for info in content.experiment.hparam_infos:
+    kept = [info for info in content.experiment.hparam_infos
+            if info.name in names or not info.name.startswith("data.")]
+    for info in kept:
         info.differs = info.name in names
+    del content.experiment.hparam_infos[:]
+    content.experiment.hparam_infos.extend(kept)
     value.metadata.plugin_data.content = content.SerializeToString()
     return experiment
 
