@@ -101,6 +101,8 @@ def test_each_trial_gets_the_sampled_architecture(small_sweep) -> None:
         assert f"hidden: {trial.params['model.hidden']}\n" in config
         assert f"layers: {trial.params['model.layers']}\n" in config
         assert trial.user_attrs["parameter_count"] > 0
+        # written at its first validation for the launcher's bar (then every few seconds)
+        assert 0 < trial.system_attrs["trained_share"] <= 1
 
 
 @pytest.mark.slow
@@ -460,3 +462,31 @@ def test_mask_url_hides_only_the_password() -> None:
     assert scrub("cannot connect to postgresql://u:p@ss@host/db: refused") == (
         "cannot connect to postgresql://u:***@host/db: refused"
     )
+
+
+# ---- the launcher's progress bar -------------------------------------------------------
+
+
+def test_the_bar_moves_within_a_batch_and_stops_when_the_last_trial_finishes() -> None:
+    """A batch trains for minutes before any trial finishes: the bar counts the running
+    trials' trained shares, and closes (its clock stops) the moment the count is complete,
+    not when the workers have exited."""
+    from mlpsweep.sweep.launcher import SweepProgress
+    from mlpsweep.sweep.trial_states import TRAINED_SHARE
+
+    study = optuna.create_study()
+    settings = parse_settings(compose(sweep_overrides(Path("unused"), "sweep.n_trials=3")))
+    progress = SweepProgress(settings, enabled=True)
+    progress.lines = False  # the bar, as on a terminal
+    study.add_trial(optuna.trial.create_trial(value=0.5))
+    running = [study.ask(), study.ask()]
+    for trial, share in zip(running, (0.25, 0.5), strict=True):
+        study._storage.set_trial_system_attr(trial._trial_id, TRAINED_SHARE, share)
+    progress.refresh(study)
+    assert progress.bar.n == pytest.approx(1.8) and progress.finished == 1
+    assert not progress.done()
+    for trial in running:
+        study.tell(trial, 0.7)
+    progress.refresh(study)
+    assert progress.bar.n == 3 and progress.done()
+    assert progress.bar.disable, "closed: its clock stopped"

@@ -11,6 +11,7 @@ batch of one is exactly the one-trial-at-a-time loop, not a second path beside i
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from mlpsweep.batch_config import BATCHED_KEYS, config_leaves
+from mlpsweep.sweep.optuna_private import trial_id
 from mlpsweep.sweep.optuna_setup import pruning_enabled
 from mlpsweep.sweep.outage import StorageLost
 from mlpsweep.sweep.settings import SweepSettings
@@ -29,6 +31,7 @@ from mlpsweep.sweep.trial import (
     outcome_of,
     twin_outcome,
 )
+from mlpsweep.sweep.trial_states import TRAINED_SHARE, TRAINED_SHARE_EVERY_S
 
 Tell = Callable[[optuna.Trial, Outcome], None]
 
@@ -90,6 +93,15 @@ def batch_signature(cfg: Any) -> tuple[tuple[str, str], ...]:
     return tuple((key, repr(value)) for key, value in config_leaves(cfg) if key not in BATCHED_KEYS)
 
 
+def share_trained(trial: optuna.Trial, share: float, written: dict[int, float], index: int) -> None:
+    """The trial's `TRAINED_SHARE` for the launcher's bar, which would otherwise stand still
+    while a batch trains for minutes; one storage write per trial every few seconds."""
+    now = time.monotonic()
+    if now - written.get(index, -TRAINED_SHARE_EVERY_S) >= TRAINED_SHARE_EVERY_S:
+        written[index] = now
+        trial.storage.set_trial_system_attr(trial_id(trial), TRAINED_SHARE, share)
+
+
 def train_group(group: list[PreparedTrial], settings: SweepSettings, tell: Callable) -> None:
     """One `train_batch` over `group`, its hooks wired to each trial's pruner and `tell`.
 
@@ -102,10 +114,13 @@ def train_group(group: list[PreparedTrial], settings: SweepSettings, tell: Calla
     first_metric = settings.objectives[0].metric
     prune = pruning_enabled(settings)
 
+    written: dict[int, float] = {}  # trial index: when its trained share was last written
+
     def on_validation(index: int, epoch: int, members: dict[str, list[float]]) -> str | None:
+        trial = group[index].trial
+        share_trained(trial, epoch / group[index].cfg.trainer.max_epochs, written, index)
         if not prune:
             return None
-        trial = group[index].trial
         # step = epochs done (100, 200, ...), the x axis of TensorBoard, the README and
         # trainer.val_every, so the dashboard and TensorBoard show the same numbers
         trial.report(sum(members[first_metric]) / len(members[first_metric]), epoch)

@@ -293,6 +293,8 @@ def refreshing(progress: SweepProgress, study: optuna.Study) -> Iterator[None]:
     def loop() -> None:
         while not done.wait(1.0):
             try:
+                if progress.done():  # every trial finished: the clock stops now
+                    return
                 progress.refresh(study)
             except StorageLost:
                 return

@@ -43,7 +43,7 @@ from mlpsweep.sweep.optuna_setup import (
 from mlpsweep.sweep.outage import StorageLost
 from mlpsweep.sweep.settings import SweepSettings, parse_settings
 from mlpsweep.sweep.trial_config import check_space_composes, training_overrides
-from mlpsweep.sweep.trial_states import finished_count, state_counts
+from mlpsweep.sweep.trial_states import finished_count, running_share, state_counts
 from mlpsweep.sweep.worker import run_trials, worker_process_main
 
 
@@ -61,6 +61,7 @@ class SweepProgress:
         self.enabled = enabled
         self.lines = enabled and not stderr_is_terminal()
         self.printed = ""
+        self.finished = 0
         self.description = f"sweep {settings.study_name}"
         self.bar = tqdm(
             total=settings.n_trials,
@@ -77,7 +78,10 @@ class SweepProgress:
         trials = study.get_trials(deepcopy=False)  # one read of the storage per refresh
         counts = state_counts(trials)
         finished = counts["complete"] + counts["pruned"] + counts["failed"]
-        self.bar.n = min(finished, self.settings.n_trials)
+        self.finished = min(finished, self.settings.n_trials)
+        # within a batch the bar moves by the running trials' trained shares (in tenths)
+        partial = round(self.finished + running_share(trials), 1)
+        self.bar.n = min(partial, self.settings.n_trials) if counts["running"] else self.finished
         postfix = {
             "done": counts["complete"], "pruned": counts["pruned"], "failed": counts["failed"]
         }
@@ -85,7 +89,7 @@ class SweepProgress:
         if self.lines:
             ended = ", ".join(f"{key} {value}" for key, value in postfix.items())
             self.say(
-                f"{self.description}: {self.bar.n}/{self.settings.n_trials} trials finished "
+                f"{self.description}: {self.finished}/{self.settings.n_trials} trials finished "
                 f"({ended}{'; best ' + best if best else ''})"
             )
             return
@@ -108,6 +112,13 @@ class SweepProgress:
         if line != self.printed:
             print(line, file=sys.stderr, flush=True)
             self.printed = line
+
+    def done(self) -> bool:
+        """Every trial finished: the bar is closed (its clock stops) while the workers exit."""
+        if self.finished >= self.settings.n_trials:
+            self.close()
+            return True
+        return False
 
     def close(self) -> None:
         self.bar.close()
@@ -318,7 +329,8 @@ def run_worker_processes(
         while any(process.is_alive() for process in processes):
             for process in processes:
                 process.join(timeout=1.0 / len(processes))
-            progress.refresh(study)
+            if not progress.done():
+                progress.refresh(study)
     except (KeyboardInterrupt, StorageLost):
         stop_workers(processes)
         raise

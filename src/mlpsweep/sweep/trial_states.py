@@ -55,3 +55,16 @@ def finished_count(trials: Sequence[FrozenTrial]) -> int:
     """Trials that are done and count toward n_trials: complete, pruned, failed (not retried)."""
     counts = state_counts(trials)
     return counts["complete"] + counts["pruned"] + counts["failed"]
+
+
+TRAINED_SHARE = "trained_share"
+"""A RUNNING trial's system attribute: epochs trained / trainer.max_epochs, written by its
+worker at validations (at most every `TRAINED_SHARE_EVERY_S`), read by the progress bar."""
+TRAINED_SHARE_EVERY_S = 2.0
+
+
+def running_share(trials: Sequence[FrozenTrial]) -> float:
+    """The running trials' trained shares summed: how far into their batches the workers
+    are, in trials (a batch of 16 half-way through its epochs is 8)."""
+    return sum(min(1.0, float(trial.system_attrs.get(TRAINED_SHARE, 0.0)))
+               for trial in trials if trial.state == TrialState.RUNNING)
