@@ -10,6 +10,10 @@ WORKERS ?=
 STUDY ?=
 PORT ?=
 TEST_ARGS ?=
+# Test files run in TEST_JOBS processes (pytest-xdist), a file's tests together so its module
+# fixtures run once: most tests wait on the start-up of the processes they launch, which two
+# at a time overlap (the suite took 11.6 min here, one test at a time 19.7 and 21.9; 2026-12-02).
+TEST_JOBS ?= 2
 
 .PHONY: help install train sweep map summary tensorboard dashboard test test-fast bench lint clean
 
@@ -56,10 +60,10 @@ dashboard: $(STAMP)
 	$(PY) src/dashboard.py $(STUDY) $(if $(PORT),--port $(PORT))
 
 test: $(STAMP)
-	$(PY) -m pytest $(TEST_ARGS)
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile $(TEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow" $(TEST_ARGS)
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile -m "not slow" $(TEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py $(ARGS)

@@ -243,6 +243,20 @@ def test_a_sampled_study_answers_among_those_tried_and_names_untried_smaller_wid
     assert "**Not tried**: widths 1, 3..5 at 1 layer, smaller than the answer" in text
 
 
+def test_a_sampled_study_maps_only_its_trained_widths_each_labelled(tmp_path: Path) -> None:
+    from mlpsweep.summary.plots import map_figure
+
+    cells = {(2, 1): fitting(1), (6, 1): fitting(4), (8, 2): fitting(4)}
+    synthetic_study(tmp_path / "tpe", cells, grid_space(8, 2))
+    summary, _ = summarised(tmp_path / "tpe")
+    figure = map_figure(summary)
+    axes = figure.axes[0]
+    assert [label.get_text() for label in axes.get_xticklabels()] == ["2", "6", "8"]
+    assert axes.images[0].get_array().shape == (2, 3), "3 columns, not the space's 8"
+    assert all(text.get_rotation() == 0 for text in axes.texts), "horizontal cell text"
+    assert {text.get_text() for text in axes.texts} == {"4"}, "each cell's member count"
+
+
 def test_a_full_grid_gives_the_definitive_answer(tmp_path: Path) -> None:
     cells = {(1, 1): fitting(0), (2, 1): fitting(4), (1, 2): fitting(3), (2, 2): fitting(4)}
     synthetic_study(tmp_path / "grid", cells, grid_space(2, 2))
