@@ -122,3 +122,24 @@ def test_a_grid_over_four_keys_is_refused() -> None:
              "+sweep.space.data.normalize={type:categorical,choices:[false,true]}"]
     with pytest.raises(ConfigError, match="a grid searches at most 3 keys"):
         settings_for(*extra)
+
+
+def test_the_progress_counts_a_maps_later_rounds_and_stays_open_between_them() -> None:
+    """After round 0 the count read 8/8, and in a log file nothing more was printed while
+    the rounds trained for many minutes; the rounds' trials raise the total instead."""
+    from mlpsweep.sweep.launcher import SweepProgress
+
+    settings = settings_for()
+    study = study_of(CLEAR)
+    progress = SweepProgress(settings, enabled=True)
+    printed: list[str] = []
+    progress.say = printed.append  # type: ignore[method-assign]
+    progress.refresh(study)
+    assert progress.finished == progress.goal == settings.n_trials == 8
+    assert not progress.done(), "a worker may still plan the next round"
+    assert plan_round(study, settings) > 0
+    progress.refresh(study)
+    later = len(queued(study))
+    assert progress.goal == 8 + later and progress.bar.total == 8 + later
+    assert printed[-1].startswith(f"sweep {settings.study_name}: 8/{8 + later} trials finished, "
+                                  f"{later} of them later rounds")

@@ -41,6 +41,7 @@ from mlpsweep.sweep.optuna_setup import (
     worker_study,
 )
 from mlpsweep.sweep.outage import StorageLost
+from mlpsweep.sweep.rounds import ROUND_ATTR, rounds_enabled
 from mlpsweep.sweep.settings import SweepSettings, parse_settings
 from mlpsweep.sweep.trial_config import check_space_composes, training_overrides
 from mlpsweep.sweep.trial_states import finished_count, running_share, state_counts
@@ -52,6 +53,9 @@ class SweepProgress:
 
     On a terminal, one bar redrawn in place; in a log file (stderr not a terminal) a plain
     line each time a trial finishes, since every redraw of a bar would be a line there.
+    A map's later rounds (extra initialisations of deciding cells) are trials beyond
+    `n_trials`: they raise the bar's total as they are queued, so the count never reads
+    complete while they train.
     """
 
     def __init__(self, settings: SweepSettings, enabled: bool) -> None:
@@ -62,6 +66,7 @@ class SweepProgress:
         self.lines = enabled and not stderr_is_terminal()
         self.printed = ""
         self.finished = 0
+        self.goal = settings.n_trials
         self.description = f"sweep {settings.study_name}"
         self.bar = tqdm(
             total=settings.n_trials,
@@ -78,18 +83,22 @@ class SweepProgress:
         trials = study.get_trials(deepcopy=False)  # one read of the storage per refresh
         counts = state_counts(trials)
         finished = counts["complete"] + counts["pruned"] + counts["failed"]
-        self.finished = min(finished, self.settings.n_trials)
+        later_rounds = sum(1 for trial in trials if ROUND_ATTR in trial.user_attrs)
+        self.goal = self.settings.n_trials + later_rounds
+        self.bar.total = self.goal
+        self.finished = min(finished, self.goal)
         # within a batch the bar moves by the running trials' trained shares (in tenths)
         partial = round(self.finished + running_share(trials), 1)
-        self.bar.n = min(partial, self.settings.n_trials) if counts["running"] else self.finished
+        self.bar.n = min(partial, self.goal) if counts["running"] else self.finished
         postfix = {
             "done": counts["complete"], "pruned": counts["pruned"], "failed": counts["failed"]
         }
         best = best_value_text(trials, self.settings)
         if self.lines:
             ended = ", ".join(f"{key} {value}" for key, value in postfix.items())
+            rounds = f", {later_rounds} of them later rounds" if later_rounds else ""
             self.say(
-                f"{self.description}: {self.finished}/{self.settings.n_trials} trials finished "
+                f"{self.description}: {self.finished}/{self.goal} trials finished{rounds} "
                 f"({ended}{'; best ' + best if best else ''})"
             )
             return
@@ -114,8 +123,14 @@ class SweepProgress:
             self.printed = line
 
     def done(self) -> bool:
-        """Every trial finished: the bar is closed (its clock stops) while the workers exit."""
-        if self.finished >= self.settings.n_trials:
+        """Every trial finished: the bar is closed (its clock stops) while the workers exit.
+
+        A map with rounds is never done here: between two rounds every queued trial has
+        finished, and a worker may still plan the next one. Its bar closes with the workers.
+        """
+        if rounds_enabled(self.settings):
+            return False
+        if self.finished >= self.goal:
             self.close()
             return True
         return False
