@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from mlpsweep.config import compose
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+TRAIN_SCRIPT = REPO_ROOT / "src" / "train.py"
 
 
 def restore_ctrl_c_for_the_programs_under_test() -> None:
@@ -37,7 +38,6 @@ def restore_ctrl_c_for_the_programs_under_test() -> None:
 
 
 restore_ctrl_c_for_the_programs_under_test()
-TRAIN_SCRIPT = REPO_ROOT / "src" / "train.py"
 
 
 def compose_run(output_dir: Path, *overrides: str) -> DictConfig:

@@ -143,3 +143,24 @@ def test_the_progress_counts_a_maps_later_rounds_and_stays_open_between_them() -
     assert progress.goal == 8 + later and progress.bar.total == 8 + later
     assert printed[-1].startswith(f"sweep {settings.study_name}: 8/{8 + later} trials finished, "
                                   f"{later} of them later rounds")
+
+
+def test_a_retried_round_trial_counts_once_in_the_progress() -> None:
+    """A dead worker's round trial (FAIL) and the copy Optuna queues in its place are one
+    trial of the study: counting both would leave the bar one short of its total forever."""
+    from mlpsweep.sweep.launcher import SweepProgress
+
+    settings = settings_for()
+    study = study_of(CLEAR)
+    planned = plan_round(study, settings)
+    assert planned > 0
+    dead = study.ask()  # a queued round trial, asked by a worker that then dies
+    study._storage.set_trial_state_values(dead._trial_id, optuna.trial.TrialState.FAIL)
+    study.enqueue_trial(dead.params, user_attrs=dict(study.trials[dead.number].user_attrs))
+    waiting = queued(study)[-1]
+    study._storage.set_trial_system_attr(waiting._trial_id, "retry_history", [dead.number])
+    progress = SweepProgress(settings, enabled=True)
+    progress.say = lambda line: None  # type: ignore[method-assign]
+    progress.refresh(study)
+    assert progress.goal == 8 + planned, "the dead trial and its copy are one"
+    assert progress.finished == 8, "the dead trial is not a finished one"

@@ -41,10 +41,15 @@ from mlpsweep.sweep.optuna_setup import (
     worker_study,
 )
 from mlpsweep.sweep.outage import StorageLost
-from mlpsweep.sweep.rounds import ROUND_ATTR, rounds_enabled
+from mlpsweep.sweep.rounds import rounds_enabled
 from mlpsweep.sweep.settings import SweepSettings, parse_settings
 from mlpsweep.sweep.trial_config import check_space_composes, training_overrides
-from mlpsweep.sweep.trial_states import finished_count, running_share, state_counts
+from mlpsweep.sweep.trial_states import (
+    budget_used,
+    finished_count,
+    running_share,
+    state_counts,
+)
 from mlpsweep.sweep.worker import run_trials, worker_process_main
 
 
@@ -83,8 +88,10 @@ class SweepProgress:
         trials = study.get_trials(deepcopy=False)  # one read of the storage per refresh
         counts = state_counts(trials)
         finished = counts["complete"] + counts["pruned"] + counts["failed"]
-        later_rounds = sum(1 for trial in trials if ROUND_ATTR in trial.user_attrs)
-        self.goal = self.settings.n_trials + later_rounds
+        # the trials that count toward the study, as the workers count them: a map's later
+        # rounds lift it past n_trials; a dead worker's trial and its retry copy count once
+        self.goal = max(self.settings.n_trials, budget_used(trials))
+        later_rounds = self.goal - self.settings.n_trials
         self.bar.total = self.goal
         self.finished = min(finished, self.goal)
         # within a batch the bar moves by the running trials' trained shares (in tenths)
