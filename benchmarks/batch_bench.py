@@ -8,12 +8,19 @@ interleaved and repeated, medians reported with the load average beside them:
 - sample: a fixed, stated sample of 16 cells of the full default grid (hidden 8, 24, 40, 56
   x layers 1..4; 7000 epochs, stop when all members fit, 2 workers), batch 1 against the
   grid's default batch, scaled by 256/16 to estimate the unbatched full grid;
-- full: the full default grid (`make map`: 256 cells x 4 members), 2 workers, batched: wall
-  time, peak resident memory of any worker, floating-point work and the rate achieved
-  against this machine's peak;
+- full: the full grid with 4 members a cell and no rounds (`make map
+  ARGS=sweep.max_members=4`: 256 trials), 2 workers: wall time, peak resident memory of
+  any worker, floating-point work and the rate achieved against this machine's peak;
+- adaptive: the default map (`make map`: rounds of new initialisations up to 32 a cell where
+  they decide the answer), 2 workers, at `--map-seed`: the same figures, and the members it
+  trained against a uniform 32-member map (tens of minutes: 40-70 on 2 cores);
 - tpe: the default TPE sweep (`make sweep`, 40 trials), batch 1 against the default batch.
 
-    python benchmarks/batch_bench.py [--only grid32,sample,full,tpe] [--repeats 2]
+    python benchmarks/batch_bench.py [--only grid32,sample,full,adaptive,tpe] [--repeats 2]
+        [--map-seed 0] [--keep DIR]
+
+`--keep DIR` keeps the studies (their summaries answer the tutorial's question too) instead
+of a temporary folder.
 
 The section is printed and written into `benchmarks/results.md` between two markers
 (replacing an earlier one), after `benchmarks/run.py` has written the rest of that file.
@@ -104,34 +111,43 @@ def speed_probe_ms(epochs: int = 300) -> float:
 
 
 def study_facts(out: Path, name: str) -> dict:
-    """Distinct cells, members, epochs and floating-point work of a finished study."""
+    """Distinct cells, trials, members, epochs and floating-point work of a finished study."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{out / name / 'study.db'}")
+    trials = study.get_trials()
     trained = [
-        trial for trial in study.get_trials()
+        trial for trial in trials
         if trial.state.is_finished() and "duplicate_of" not in trial.user_attrs
     ]
-    flops, member_epochs, saved = 0.0, 0, 0
+    flops, member_epochs, saved, members = 0.0, 0, 0, 0
     for trial in trained:
         hidden, layers = trial.params["model.hidden"], trial.params["model.layers"]
         epochs = trial.user_attrs.get("epochs", 0)
-        fit_epochs = members_fit_epochs(trial)
+        fit_epochs = members_fit_epochs(trial) or [None] * trial_members(trial)
         # a member that fit before its trial ended left the batch then (issue 18, item 2)
         left_early = sum(epochs - at for at in fit_epochs if at is not None and at < epochs)
-        trained_member_epochs = epochs * len(fit_epochs or [None] * 4) - left_early
+        trained_member_epochs = epochs * len(fit_epochs) - left_early
         flops += trained_member_epochs * epoch_flops(hidden, layers)
         member_epochs += trained_member_epochs
         saved += left_early
+        members += len(fit_epochs)
     return {
-        "trials": len(study.get_trials()),
-        "complete": sum(t.state.name == "COMPLETE" for t in study.get_trials()),
+        "cells": len({(t.params["model.hidden"], t.params["model.layers"]) for t in trained}),
+        "trials": len(trials),
+        "complete": sum(t.state.name == "COMPLETE" for t in trials),
+        "members": members,
         "epochs": sum(t.user_attrs.get("epochs", 0) for t in trained),
         "member_epochs": member_epochs,
         "member_epochs_saved": saved,
         "flops": flops,
     }
+
+
+def trial_members(trial) -> int:
+    """A trial's member count: a round's smaller ensemble where the cap cut it, else 4."""
+    return int(trial.user_attrs.get("ensemble", 4))
 
 
 def saved_share(facts: dict) -> float:
@@ -213,18 +229,55 @@ def section_rows(timings: dict, reference: str) -> list[str]:
     return rows
 
 
+# Issue 18's targets for the map on 2 cores, and its bound on a worker's memory.
+FOUR_MEMBER_MAP_TARGET_S = 5 * 60
+ADAPTIVE_MAP_TARGET_S = 10 * 60
+WORKER_RSS_TARGET_MIB = 2048
+UNIFORM_MEMBERS = 32  # the adaptive map's members are counted against this many per cell
+
+
+def map_facts(timing: Timing) -> list[str]:
+    """What a map trained: architectures, trials, members (against a uniform 32-member map),
+    member-epochs saved by members that left when they fit, and the rate against the peak."""
+    facts = timing.study
+    rate = facts["flops"] / timing.median / 1e9
+    uniform = UNIFORM_MEMBERS * facts["cells"]
+    return [
+        f"- {facts['cells']} architectures, {facts['trials']} trials ({facts['complete']} "
+        f"complete), {facts['members']} members trained: {facts['members'] / uniform:.0%} of a "
+        f"uniform {UNIFORM_MEMBERS}-member map ({uniform})",
+        f"- member-epochs trained {facts['member_epochs']}; saved by members leaving when "
+        f"they fit: {facts['member_epochs_saved']} ({saved_share(facts):.1%})",
+        f"- useful work {facts['flops'] / 1e12:.2f} TFLOP; achieved {rate:.1f} GFLOP/s against "
+        f"a measured peak of {peak_gflops():.0f} GFLOP/s ({100 * rate / peak_gflops():.1f}%)",
+    ]
+
+
+def map_targets(timing: Timing, wall_target_s: float) -> list[str]:
+    """The map's wall time and its largest process against issue 18's targets."""
+    wall, rss = timing.median, timing.peak_rss_mib
+    return [
+        f"- target wall <= {wall_target_s / 60:.0f} min: {wall / 60:.1f} min, "
+        f"**{'met' if wall <= wall_target_s else 'not met'}**",
+        f"- target peak RSS of a process < {WORKER_RSS_TARGET_MIB} MiB: {rss:.0f} MiB, "
+        f"**{'met' if rss < WORKER_RSS_TARGET_MIB else 'not met'}**",
+    ]
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="grid32,sample,full,tpe")
+    parser.add_argument("--only", default="grid32,sample,full,adaptive,tpe")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each grid32 variant")
     parser.add_argument("--long-repeats", type=int, default=1,
                         help="runs of each sample and tpe variant (minutes each)")
+    parser.add_argument("--map-seed", type=int, default=0, help="seed of the adaptive map")
+    parser.add_argument("--keep", help="keep the studies in this folder (default: a temporary one)")
     args = parser.parse_args(argv)
     parts = set(args.only.split(","))
     lines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="mlpsweep-batch-bench-") as folder:
-        tmp = Path(folder)
+        tmp = Path(args.keep) if args.keep else Path(folder)
         if "grid32" in parts:
             print("grid32", file=sys.stderr)
             timings = interleaved({
@@ -249,20 +302,20 @@ def main(argv: list[str]) -> int:
             lines += [f"Sample studies: {json.dumps(facts)}", ""]
         if "full" in parts:
             print("full", file=sys.stderr)
-            timings = interleaved({"make map (batched)": ["sweep=grid"]}, 1, tmp, "full")
-            timing = timings["make map (batched)"]
-            facts = timing.study
-            rate = facts["flops"] / timing.median / 1e9
-            lines += ["### The full default grid (`make map`), 2 workers", "",
-                      *section_rows(timings, "make map (batched)"), "",
-                      f"- {facts['complete']} of {facts['trials']} cells complete, "
-                      f"{facts['epochs']} epochs trained (of {256 * 7000} without stopping)",
-                      f"- member-epochs trained {facts['member_epochs']}; saved by members "
-                      f"leaving when they fit: {facts['member_epochs_saved']} "
-                      f"({saved_share(facts):.1%})",
-                      f"- useful work {facts['flops'] / 1e12:.2f} TFLOP; achieved "
-                      f"{rate:.1f} GFLOP/s against a peak of {peak_gflops():.0f} GFLOP/s "
-                      f"({100 * rate / peak_gflops():.1f}%)", ""]
+            label = "make map, sweep.max_members=4"
+            timings = interleaved({label: ["sweep=grid", "sweep.max_members=4"]}, 1, tmp, "full")
+            lines += ["### The full grid, 4 members a cell (`make map ARGS=sweep.max_members=4`), "
+                      "2 workers", "", *section_rows(timings, label), "",
+                      *map_facts(timings[label]),
+                      *map_targets(timings[label], FOUR_MEMBER_MAP_TARGET_S), ""]
+        if "adaptive" in parts:
+            print("adaptive", file=sys.stderr)
+            label = f"make map (adaptive, seed={args.map_seed})"
+            timings = interleaved({label: ["sweep=grid", f"seed={args.map_seed}"]}, 1, tmp,
+                                  "adaptive")
+            lines += ["### The default adaptive map (`make map`), 2 workers", "",
+                      *section_rows(timings, label), "", *map_facts(timings[label]),
+                      *map_targets(timings[label], ADAPTIVE_MAP_TARGET_S), ""]
         if "tpe" in parts:
             print("tpe", file=sys.stderr)
             timings = interleaved({
@@ -289,7 +342,7 @@ def header(args: argparse.Namespace) -> list[str]:
         f"torch {torch.__version__}; peak {peak_gflops():.0f} GFLOP/s (2 cores x a 1024^2 "
         "float32 matmul on one thread, measured in this run)",
         f"- command: `python benchmarks/batch_bench.py --only {args.only} --repeats {args.repeats} "
-        f"--long-repeats {args.long_repeats}`"
+        f"--long-repeats {args.long_repeats} --map-seed {args.map_seed}`"
         " (part of `make bench`); each figure is a whole `src/sweep.py` command, start-up included",
         "- speed probe: one bare batched epoch of 16 one-layer cells, in ms, taken just before "
         "each run (about 1.5-1.6 on a quiet machine here with the hand-written step, 2.6-2.8 "
