@@ -4,10 +4,10 @@ Every figure is a real `python src/sweep.py` subprocess (start-up included), var
 interleaved and repeated, medians reported with the load average beside them:
 
 - grid32: the 32-architecture grid (hidden 1..16 x layers 1..2), 2000 epochs, 1 worker,
-  `sweep.batch=1` against the grid's default 16 and 32;
+  one trial of 4 members a cell, `sweep.batch=1` against the grid's default 16 and 32;
 - sample: a fixed, stated sample of 16 cells of the full default grid (hidden 8, 24, 40, 56
-  x layers 1..4; 7000 epochs, stop when all members fit, 2 workers), batch 1 against the
-  grid's default batch, scaled by 256/16 to estimate the unbatched full grid;
+  x layers 1..4; 7000 epochs, one trial of 4 members a cell, 2 workers), batch 1 against
+  the grid's default batch, scaled by 256/16 to estimate the unbatched 4-member map;
 - full: the full grid with 4 members a cell and no rounds (`make map
   ARGS=sweep.max_members=4`: 256 trials), 2 workers: wall time, peak resident memory of
   any worker, floating-point work and the rate achieved against this machine's peak;
@@ -206,11 +206,25 @@ def interleaved(variants: dict[str, list[str]], repeats: int, tmp: Path, name: s
     return timings
 
 
+# Batched against one at a time on a fixed set of trials: one trial of 4 members a cell
+# (`sweep.max_members=4`), since the rounds a grid adds depend on the curve its own cells
+# give, which a 16-cell sample does not share with the full map.
 GRID32 = ("sweep=grid", "sweep.space.model.hidden.high=16", "sweep.space.model.layers.high=2",
-          "trainer.max_epochs=2000", "sweep.workers=1")
+          "trainer.max_epochs=2000", "sweep.workers=1", "sweep.max_members=4")
 SAMPLE_CHOICES = ",".join(map(str, SAMPLE_HIDDEN))
-SAMPLE = ("sweep=grid", "sweep.workers=2", "~sweep.space.model.hidden",
+SAMPLE = ("sweep=grid", "sweep.workers=2", "sweep.max_members=4", "~sweep.space.model.hidden",
           f"+sweep.space.model.hidden={{type:categorical,choices:[{SAMPLE_CHOICES}]}}")
+
+
+def work_rows(timings: dict) -> list[str]:
+    """What each variant trained: the grid's rounds (issue 17) add trials to cells whose
+    interval holds 0.5 or 0.9, so a grid trains more trials than it has cells. The variants
+    train the same trials (a trial's numbers do not depend on its batch), which this shows."""
+    return [
+        f"- {label}: {t.study['cells']} architectures, {t.study['trials']} trials, "
+        f"{t.study['members']} members, {t.study['member_epochs']} member-epochs"
+        for label, t in timings.items()
+    ]
 
 
 def section_rows(timings: dict, reference: str) -> list[str]:
@@ -286,7 +300,8 @@ def main(argv: list[str]) -> int:
                 "sweep.batch=32": [*GRID32, "sweep.batch=32"],
             }, args.repeats, tmp, "grid32")
             lines += ["### 32-architecture grid, 1 worker, 2000 epochs", "",
-                      *section_rows(timings, "sweep.batch=1"), ""]
+                      *section_rows(timings, "sweep.batch=1"), "",
+                      *work_rows(timings), ""]
         if "sample" in parts:
             print("sample", file=sys.stderr)
             timings = interleaved({
@@ -345,8 +360,8 @@ def header(args: argparse.Namespace) -> list[str]:
         f"--long-repeats {args.long_repeats} --map-seed {args.map_seed}`"
         " (part of `make bench`); each figure is a whole `src/sweep.py` command, start-up included",
         "- speed probe: one bare batched epoch of 16 one-layer cells, in ms, taken just before "
-        "each run (about 1.5-1.6 on a quiet machine here with the hand-written step, 2.6-2.8 "
-        "before it; more means the host was slower then, which the load average does not show)",
+        "each run (hosts differ, so compare the probes within one run: a higher one means the "
+        "host was slower then, which the load average does not show)",
         "- the map's runs over time and what stands in the way: `benchmarks/analysis.md` (by hand)",
         "",
     ]
