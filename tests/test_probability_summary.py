@@ -6,8 +6,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import optuna
+
 from conftest import assert_picture_has_content
-from test_fit_map import fitting, grid_space, summarised, synthetic_study
+from test_fit_map import (
+    fitting,
+    grid_space,
+    parameter_count,
+    summarised,
+    synthetic_study,
+    write_trial_folder,
+)
 
 
 def test_summary_json_has_the_issue_shape_and_pools_members(tmp_path: Path) -> None:
@@ -60,3 +69,20 @@ def test_the_map_and_the_curves_are_drawn_with_content(tmp_path: Path) -> None:
     assert "![Fit-probability curves, one per depth](plots/curves.png)" in text
     events = EventAccumulator(str(tmp_path / "pics" / "summary"), size_guidance={"images": 0})
     assert {"study/map", "study/curves"} <= set(events.Reload().Tags()["images"])
+
+
+def test_a_study_with_rounds_weighs_its_members_against_a_uniform_map(tmp_path: Path) -> None:
+    space = grid_space(2, 1)
+    study = synthetic_study(tmp_path / "rounds", {(1, 1): fitting(2), (2, 1): fitting(4)}, space)
+    # a round of 4 new initialisations for the undecided cell 1 x 1 (trial 2)
+    write_trial_folder(tmp_path / "rounds" / "trials" / "2", 1, 1, fitting(1))
+    study.add_trial(optuna.create_trial(
+        params={"model.hidden": 1, "model.layers": 1}, distributions=space, values=[1.0],
+        user_attrs={"parameter_count": parameter_count(1, 1), "epochs": 1000, "round": 1,
+                    "seed": 1},
+    ))
+    summary, text = summarised(tmp_path / "rounds")
+    assert summary.probability.uniform_members() == (8, 16)
+    assert ("- evidence: 12 members (initialisations) in 3 trials over 2 architectures, 1 round "
+            "of new initialisations after the first: 75% of the 16 members that 8 for every "
+            "cell (the most any cell holds) would take") in text

@@ -47,6 +47,13 @@ class Probability:
     def architectures(self) -> int:
         return len({(layers, hidden) for _, layers, hidden in self.cells})
 
+    def uniform_members(self) -> tuple[int, int]:
+        """(the most members any cell holds, the members every cell holding that many would
+        make): the uniform map the rounds are weighed against, since they spend members
+        only where they decide an answer."""
+        most = max((cell.members for cell in self.cells.values()), default=0)
+        return most, most * len(self.cells)
+
     def cell(self, hidden: int, layers: int, facet: Facet = ()) -> CellEvidence | None:
         return self.cells.get((facet, layers, hidden))
 

@@ -104,9 +104,14 @@ def _evidence(summary: StudySummary) -> str:
     if not probability.cells:
         return "no trial with its members' values yet"
     rounds = max((row.round for row in summary.rows), default=0)
-    later = (
-        f", {plural(rounds, 'round')} of new initialisations after the first" if rounds else ""
-    )
+    later = ""
+    if rounds:
+        most, uniform = probability.uniform_members()
+        later = (
+            f", {plural(rounds, 'round')} of new initialisations after the first: "
+            f"{probability.members / uniform:.0%} of the {uniform} members that {most} for "
+            "every cell (the most any cell holds) would take"
+        )
     return (
         f"{plural(probability.members, 'member')} (initialisations) in "
         f"{plural(probability.trials, 'trial')} over "
