@@ -288,6 +288,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--map-seed", type=int, default=0, help="seed of the adaptive map")
     parser.add_argument("--keep", help="keep the studies in this folder (default: a temporary one)")
     args = parser.parse_args(argv)
+    if args.keep and Path(args.keep).is_dir() and any(Path(args.keep).iterdir()):
+        # a study already there would be resumed, not run again, and its time would be wrong
+        parser.error(f"--keep {args.keep}: the folder is not empty; give a new or empty one")
     parts = set(args.only.split(","))
     lines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="mlpsweep-batch-bench-") as folder:
