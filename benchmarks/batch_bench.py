@@ -13,7 +13,8 @@ interleaved and repeated, medians reported with the load average beside them:
   any worker, floating-point work and the rate achieved against this machine's peak;
 - adaptive: the default map (`make map`: rounds of new initialisations up to 32 a cell where
   they decide the answer), 2 workers, at `--map-seed`: the same figures, and the members it
-  trained against a uniform 32-member map (tens of minutes: 40-70 on 2 cores);
+  trained against a uniform map at the most members any cell holds (the summary's rule;
+  24 min at seed 1 on 2 cores, 2026-12-03);
 - tpe: the default TPE sweep (`make sweep`, 40 trials), batch 1 against the default batch.
 
     python benchmarks/batch_bench.py [--only grid32,sample,full,adaptive,tpe] [--repeats 2]
@@ -29,6 +30,7 @@ The section is printed and written into `benchmarks/results.md` between two mark
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -111,7 +113,9 @@ def speed_probe_ms(epochs: int = 300) -> float:
 
 
 def study_facts(out: Path, name: str) -> dict:
-    """Distinct cells, trials, members, epochs and floating-point work of a finished study."""
+    """Distinct cells, trials, members, epochs and floating-point work of a finished study;
+    `most_members`: the most members any cell holds over its trials (the uniform map the
+    summary weighs the rounds against, `Probability.uniform_members`)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -121,7 +125,8 @@ def study_facts(out: Path, name: str) -> dict:
         trial for trial in trials
         if trial.state.is_finished() and "duplicate_of" not in trial.user_attrs
     ]
-    flops, member_epochs, saved, members = 0.0, 0, 0, 0
+    flops, member_epochs, saved = 0.0, 0, 0
+    cell_members: dict[tuple[int, int], int] = {}
     for trial in trained:
         hidden, layers = trial.params["model.hidden"], trial.params["model.layers"]
         epochs = trial.user_attrs.get("epochs", 0)
@@ -132,12 +137,14 @@ def study_facts(out: Path, name: str) -> dict:
         flops += trained_member_epochs * epoch_flops(hidden, layers)
         member_epochs += trained_member_epochs
         saved += left_early
-        members += len(fit_epochs)
+        cell = (hidden, layers)
+        cell_members[cell] = cell_members.get(cell, 0) + len(fit_epochs)
     return {
-        "cells": len({(t.params["model.hidden"], t.params["model.layers"]) for t in trained}),
+        "cells": len(cell_members),
         "trials": len(trials),
         "complete": sum(t.state.name == "COMPLETE" for t in trials),
-        "members": members,
+        "members": sum(cell_members.values()),
+        "most_members": max(cell_members.values(), default=0),
         "epochs": sum(t.user_attrs.get("epochs", 0) for t in trained),
         "member_epochs": member_epochs,
         "member_epochs_saved": saved,
@@ -146,8 +153,15 @@ def study_facts(out: Path, name: str) -> dict:
 
 
 def trial_members(trial) -> int:
-    """A trial's member count: a round's smaller ensemble where the cap cut it, else 4."""
-    return int(trial.user_attrs.get("ensemble", 4))
+    """A trial's member count when its folder has no metrics.json: the members the worker
+    kept (`rounds.MEMBER_VALUES_ATTR`), else a round's capped ensemble
+    (`rounds.ENSEMBLE_ATTR`), else the sweeps' default `model.ensemble` of 4."""
+    from mlpsweep.sweep.rounds import ENSEMBLE_ATTR, MEMBER_VALUES_ATTR
+
+    kept = (trial.user_attrs.get(MEMBER_VALUES_ATTR) or {}).get("val/acc")
+    if kept:
+        return len(kept)
+    return int(trial.user_attrs.get(ENSEMBLE_ATTR, 4))
 
 
 def saved_share(facts: dict) -> float:
@@ -217,9 +231,9 @@ SAMPLE = ("sweep=grid", "sweep.workers=2", "sweep.max_members=4", "~sweep.space.
 
 
 def work_rows(timings: dict) -> list[str]:
-    """What each variant trained: the grid's rounds (issue 17) add trials to cells whose
-    interval holds 0.5 or 0.9, so a grid trains more trials than it has cells. The variants
-    train the same trials (a trial's numbers do not depend on its batch), which this shows."""
+    """What each variant trained. A trial's numbers do not depend on its batch, so every
+    variant must train the same trials and member-epochs: a ratio between variants that
+    trained different work would not be a ratio of speeds."""
     return [
         f"- {label}: {t.study['cells']} architectures, {t.study['trials']} trials, "
         f"{t.study['members']} members, {t.study['member_epochs']} member-epochs"
@@ -247,19 +261,23 @@ def section_rows(timings: dict, reference: str) -> list[str]:
 FOUR_MEMBER_MAP_TARGET_S = 5 * 60
 ADAPTIVE_MAP_TARGET_S = 10 * 60
 WORKER_RSS_TARGET_MIB = 2048
-UNIFORM_MEMBERS = 32  # the adaptive map's members are counted against this many per cell
 
 
 def map_facts(timing: Timing) -> list[str]:
-    """What a map trained: architectures, trials, members (against a uniform 32-member map),
-    member-epochs saved by members that left when they fit, and the rate against the peak."""
+    """What a map trained: architectures, trials, members (with rounds: against a uniform map
+    at the most members any cell holds, the summary's rule), member-epochs saved by members
+    that left when they fit, and the rate against the peak."""
     facts = timing.study
     rate = facts["flops"] / timing.median / 1e9
-    uniform = UNIFORM_MEMBERS * facts["cells"]
+    uniform = facts["most_members"] * facts["cells"]
+    against = (
+        f": {facts['members'] / uniform:.0%} of the {uniform} that {facts['most_members']} "
+        "for every cell (the most any cell holds) would take"
+        if facts["trials"] > facts["cells"] else ""
+    )
     return [
         f"- {facts['cells']} architectures, {facts['trials']} trials ({facts['complete']} "
-        f"complete), {facts['members']} members trained: {facts['members'] / uniform:.0%} of a "
-        f"uniform {UNIFORM_MEMBERS}-member map ({uniform})",
+        f"complete), {facts['members']} members trained{against}",
         f"- member-epochs trained {facts['member_epochs']}; saved by members leaving when "
         f"they fit: {facts['member_epochs_saved']} ({saved_share(facts):.1%})",
         f"- useful work {facts['flops'] / 1e12:.2f} TFLOP; achieved {rate:.1f} GFLOP/s against "
@@ -293,8 +311,12 @@ def main(argv: list[str]) -> int:
         parser.error(f"--keep {args.keep}: the folder is not empty; give a new or empty one")
     parts = set(args.only.split(","))
     lines: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="mlpsweep-batch-bench-") as folder:
-        tmp = Path(args.keep) if args.keep else Path(folder)
+    if args.keep:
+        Path(args.keep).mkdir(parents=True, exist_ok=True)
+    studies = (contextlib.nullcontext(args.keep) if args.keep
+               else tempfile.TemporaryDirectory(prefix="mlpsweep-batch-bench-"))
+    with studies as folder:
+        tmp = Path(folder)
         if "grid32" in parts:
             print("grid32", file=sys.stderr)
             timings = interleaved({
