@@ -15,6 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from conftest import assert_picture_has_content
 from mlpsweep.config import ConfigError, compose
 from mlpsweep.sweep import launch, parse_settings
 from mlpsweep.sweep.grid import OrderedGridSampler
@@ -132,6 +133,37 @@ def test_a_small_grid_trains_each_cell_exactly_once(small_grid) -> None:
     assert len(trained) == len(SMALL_CELLS) and set(trained) == SMALL_CELLS
     assert all(t.state.is_finished() for t in study.get_trials())
     assert all(len(t.user_attrs["metrics"]) > 0 for t in study.get_trials())
+
+
+def test_a_finished_map_ends_with_its_answer_curves_and_map(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_grid(tmp_path, *SMALL_GRID)
+    printed = capsys.readouterr().out
+    assert "## The answer: how likely one initialisation is to fit, per depth" in printed
+    assert "| 1 | 3 of 3 | 12 |" in printed and "| 2 | 3 of 3 | 12 |" in printed
+    assert "*Capacity floor.* The training labels change value 6 times" in printed
+    study_dir = tmp_path / "mlp_grid"
+    assert f"curves: {study_dir / 'plots' / 'curves.png'}" in printed
+    for name in ("curves", "map"):
+        assert_picture_has_content(study_dir / "plots" / f"{name}.png", name)
+    assert (study_dir / "summary.json").is_file() and (study_dir / "summary.md").is_file()
+
+
+def test_a_map_whose_summary_fails_says_so_and_keeps_its_exit_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlpsweep.summary import summarize
+    from mlpsweep.summary.study_source import SummaryError
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise SummaryError("the storage went away")
+
+    monkeypatch.setattr(summarize, "summarize_study", refuse)
+    run_grid(tmp_path, "sweep.space.model.hidden.high=1", "sweep.space.model.layers.high=1")
+    captured = capsys.readouterr()
+    assert "warning: the map's summary was not written: the storage went away" in captured.err
+    assert "## The answer" not in captured.out
 
 
 def test_the_grid_trains_deepest_first_then_by_hidden(small_grid) -> None:

@@ -42,7 +42,7 @@ from mlpsweep.sweep.optuna_setup import (
 )
 from mlpsweep.sweep.outage import StorageLost
 from mlpsweep.sweep.rounds import rounds_enabled
-from mlpsweep.sweep.settings import SweepSettings, parse_settings
+from mlpsweep.sweep.settings import GRID_SAMPLER, SweepSettings, parse_settings
 from mlpsweep.sweep.trial_config import check_space_composes, training_overrides
 from mlpsweep.sweep.trial_states import (
     budget_used,
@@ -184,8 +184,11 @@ def launch(
     try:
         progress.refresh(study)
         dead = run_until_done(run_workers, settings, overrides, study, progress, first_number)
-        code = report_best(study, settings)
-        return incomplete_study_code(study, settings, dead) or code
+        best_code = report_best(study, settings)
+        code = incomplete_study_code(study, settings, dead) or best_code
+        if code == 0 and settings.sampler["name"] == GRID_SAMPLER:
+            report_answer(settings)
+        return code
     except StorageLost as lost:  # the workers already waited out sweep.grace_period for it
         progress.close()
         print(f"error: {lost}", file=sys.stderr)
@@ -421,6 +424,30 @@ def report_best(study: optuna.Study, settings: SweepSettings) -> int:
         f"make summary STUDY={settings.study_dir}"
     )
     return 0
+
+
+def report_answer(settings: SweepSettings) -> None:
+    """A finished map's answer: write the study's summary (`make summary`'s summary.md,
+    summary.json, plots/ with curves.png and map.png, TensorBoard) and print its per-depth
+    answer, so that `make map` ends with the answer and not with a pointer to it. A summary
+    that cannot be written says so in one line; the map stands."""
+    from mlpsweep.summary.probability_markdown import probability_md
+    from mlpsweep.summary.study_source import SummaryError
+    from mlpsweep.summary.summarize import summarize_study
+
+    try:
+        summary, _ = summarize_study(
+            str(settings.study_dir), threshold=settings.fit_val_acc, storage=settings.storage_url
+        )
+    except (SummaryError, OSError) as error:
+        print(f"warning: the map's summary was not written: {error}", file=sys.stderr)
+        return
+    plots = settings.study_dir / "plots"
+    print()
+    print(probability_md(summary))
+    print()
+    print(f"curves: {plots / 'curves.png'}  map: {plots / 'map.png'}  "
+          f"all of it: {settings.study_dir / 'summary.md'}")
 
 
 def _values_text(trial: FrozenTrial, settings: SweepSettings) -> str:
