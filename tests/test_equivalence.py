@@ -3,8 +3,9 @@
 The project hands Lightning one epoch per step, runs the minibatch loop itself with a
 batched (K, in, out) network and can use fused Adam. With K=1, the same seed and no
 shuffling, that path must train the same network as the plain PyTorch loop a user would
-write: the same initial weights, the same per-epoch loss over hundreds of optimizer steps,
-and the same final weights, within float32 tolerance.
+write: the same initial weights, the same per-epoch loss over hundreds of optimizer steps
+(to 1e-4), and final weights far closer to the plain loop's than float32 keeps that loop to
+the exact arithmetic (the project's step sums in another order: `mlpsweep.native`).
 
 The project side is the real thing: `mlpsweep.training.train` on the composed config,
 observed through a callback. The plain side is written here from the tutorial.
@@ -57,10 +58,11 @@ def plain_layers(seed: int) -> tuple[nn.Linear, nn.Linear]:
 
 
 def plain_loop(
-    seed: int, lr: float, fused: bool, epochs: int = EPOCHS
+    seed: int, lr: float, fused: bool, epochs: int = EPOCHS, dtype: torch.dtype = torch.float32
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """The plain loop: per-epoch point-weighted mean BCE, and the final (W1, b1, W2, b2)."""
-    hidden, output = plain_layers(seed)
+    """The plain loop: per-epoch point-weighted mean BCE, and the final (W1, b1, W2, b2);
+    `dtype` float64 for the exact arithmetic's stand-in (the same float32 initial weights)."""
+    hidden, output = (layer.to(dtype) for layer in plain_layers(seed))
     params = [*hidden.parameters(), *output.parameters()]
     optimizer = torch.optim.Adam(params, lr=lr, fused=fused)
     criterion = nn.BCELoss()
@@ -69,6 +71,7 @@ def plain_loop(
     for _ in range(epochs):
         total, points = 0.0, 0
         for inputs, labels in loader:
+            inputs, labels = inputs.to(dtype), labels.to(dtype)
             optimizer.zero_grad()
             loss = criterion(torch.sigmoid(output(torch.sigmoid(hidden(inputs)))), labels)
             loss.backward()
@@ -158,17 +161,38 @@ def test_project_trains_the_plain_loops_network(tmp_path: Path, fused: bool) -> 
     torch.testing.assert_close(
         project_losses, plain_losses, rtol=RTOL, atol=ATOL, check_dtype=False
     )
-    for got, want in zip(project.final, plain_final, strict=True):
-        torch.testing.assert_close(got, want, rtol=RTOL, atol=ATOL)
+    # the final weights: the project computes the same float32 arithmetic in another order
+    # (its compiled step, `mlpsweep.native`), and 400 Adam steps grow those roundings; it must
+    # stay far closer to the plain loop than float32 itself keeps the plain loop to the exact
+    # arithmetic (the same loop in float64): measured, 4.7e-5 against 3.7e-3
+    assert distance(project.final, plain_final) < ROUNDING_SHARE * float32_error(fused)
+
+
+ROUNDING_SHARE = 0.1  # of the plain loop's own float32 error
+
+
+def distance(ours: list[torch.Tensor], theirs: list[torch.Tensor]) -> float:
+    """The largest absolute difference over the four tensors."""
+    pairs = zip(ours, theirs, strict=True)
+    return max(float((a.double() - b.double()).abs().max()) for a, b in pairs)
+
+
+def float32_error(fused: bool) -> float:
+    """How far the plain float32 loop's final weights are from the same loop in float64."""
+    _, single = plain_loop(SEED, LR, fused)
+    _, double = plain_loop(SEED, LR, False, dtype=torch.float64)
+    return distance(single, double)
 
 
 def test_the_comparison_can_tell_runs_apart() -> None:
-    """The tolerance is tight enough to matter: the loss moves far more than it over the run,
-    and a loop with a 1% different learning rate or another seed falls outside it."""
-    losses, _ = plain_loop(SEED, LR, fused=False)
+    """The tolerances are tight enough to matter: the loss moves far more than them over the
+    run, and a loop with a 1% different learning rate or another seed falls outside both."""
+    losses, final = plain_loop(SEED, LR, fused=False)
     assert (losses[0] - losses[-1]).abs() > 1000 * (ATOL + RTOL * losses[-1].abs())
-    for other in (
-        plain_loop(SEED, LR * 1.01, fused=False)[0],
-        plain_loop(SEED + 1, LR, fused=False)[0],
+    bound = ROUNDING_SHARE * float32_error(False)
+    for other_losses, other_final in (
+        plain_loop(SEED, LR * 1.01, fused=False),
+        plain_loop(SEED + 1, LR, fused=False),
     ):
-        assert not torch.allclose(other, losses, rtol=RTOL, atol=ATOL)
+        assert not torch.allclose(other_losses, losses, rtol=RTOL, atol=ATOL)
+        assert distance(other_final, final) > 10 * bound

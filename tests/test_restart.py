@@ -96,7 +96,13 @@ def test_a_sweep_rerun_right_after_a_crash_finishes_the_study(tmp_path: Path) ->
 def test_a_killed_worker_leaves_its_trials_to_the_other_and_the_launcher_exits_0_complete(
     tmp_path: Path,
 ) -> None:
-    args = ("sweep.n_trials=4", "sweep.workers=2", "sweep.batch=1", "trainer.max_epochs=1500")
+    # every epoch trained (no early stop), long enough that the victim is still training when
+    # it is killed (a small trial of the compiled step runs 1000 epochs in well under a
+    # second), short enough for four to finish
+    args = (
+        "sweep.n_trials=4", "sweep.workers=2", "sweep.batch=1", "trainer.max_epochs=12000",
+        "trainer.stop_at_val_acc=null",
+    )
     launcher = subprocess.Popen(sweep_command(tmp_path, *args), cwd=REPO_ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -117,7 +123,11 @@ def test_a_killed_worker_leaves_its_trials_to_the_other_and_the_launcher_exits_0
 def test_killing_the_launcher_ends_its_workers_and_queues_their_trials_again(
     tmp_path: Path,
 ) -> None:
-    args = ("sweep.n_trials=2", "sweep.workers=2", "sweep.batch=1")
+    # trials that outlast the test: both must still be training when the launcher dies
+    args = (
+        "sweep.n_trials=2", "sweep.workers=2", "sweep.batch=1", "trainer.max_epochs=100000",
+        "trainer.stop_at_val_acc=null",
+    )
     launcher = subprocess.Popen(sweep_command(tmp_path, *args), cwd=REPO_ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

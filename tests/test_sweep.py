@@ -324,7 +324,10 @@ def test_worker_killed_mid_batch_has_every_trial_of_its_batch_retried_after_rest
     each of the dead batch's trials retried exactly once with its own parameters."""
     args = sweep_overrides(
         tmp_path, "sweep.n_trials=2", "sweep.heartbeat_interval=1", "sweep.grace_period=2",
-        "trainer.max_epochs=3000", "trainer.val_every=500", "sweep/pruner=none",
+        # every epoch trained: a trial whose members all fit would leave the batch, and with
+        # the compiled step a small one fits within a second, before the kill
+        "trainer.max_epochs=10000", "trainer.val_every=500", "sweep/pruner=none",
+        "trainer.stop_at_val_acc=null",
     )
     storage = f"sqlite:///{tmp_path / 'mlp_arch' / 'study.db'}"
     worker = subprocess.Popen([sys.executable, SWEEP_SCRIPT, *args], cwd=REPO_ROOT,

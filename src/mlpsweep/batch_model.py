@@ -63,13 +63,16 @@ class StepPlan:
     groups: tuple[tuple[tuple[tuple[nn.Parameter, nn.Parameter], ...], int], ...]
     params: tuple[nn.Parameter, ...]
     adam_lists: step.FusedAdamLists | None
+    kernel: step.StepKernel | None
 
     @classmethod
     def of(cls, groups: Sequence[DepthGroup], optimizer: torch.optim.Adam | None) -> StepPlan:
         pairs = tuple((group.layer_pairs(), group.size) for group in groups)
         params = tuple(param for layers, _ in pairs for param in step.parameters(layers))
-        lists = step.fused_adam_lists(optimizer, params) if optimizer is not None else None
-        return cls(pairs, params, lists)
+        if optimizer is None:
+            return cls(pairs, params, None, None)
+        lists = step.fused_adam_lists(optimizer, params)
+        return cls(pairs, params, lists, step.StepKernel(pairs, params, optimizer, lists))
 
 
 @dataclass(frozen=True)
@@ -340,6 +343,7 @@ class BatchedMLP(nn.Module):
                 self.plan.params,
                 self.optimizer,
                 self.plan.adam_lists,
+                self.plan.kernel,
             )
         except step.NonFiniteProbabilities as error:
             leaving = self.non_finite_trials(error.prob)

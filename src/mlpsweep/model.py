@@ -230,13 +230,14 @@ class MLP(pl.LightningModule):
         layers = self.layer_pairs()
         groups, params = [(layers, self.ensemble)], step.parameters(layers)
         adam_lists = step.fused_adam_lists(self.raw_optimizer, params)
+        kernel = step.StepKernel(groups, params, self.raw_optimizer, adam_lists)
         total = torch.zeros(self.ensemble)
         points = 0
         with torch.no_grad():
             for inputs, labels in minibatches:
                 try:
                     total += step.train_step(
-                        inputs, labels, groups, params, self.raw_optimizer, adam_lists
+                        inputs, labels, groups, params, self.raw_optimizer, adam_lists, kernel
                     )
                 except step.NonFiniteProbabilities as error:
                     raise self.non_finite(self.current_epoch) from error

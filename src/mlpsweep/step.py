@@ -1,33 +1,33 @@
-"""One optimizer step of the batched sigmoid MLP, by hand: forward, BCE, backward, Adam.
+"""One optimizer step of the batched sigmoid MLP: forward, BCE, backward, Adam.
 
-`MLP` (one run) and `BatchedMLP` (many trials as one network) both train through these
-functions, on tensors in the canonical layout (`mlpsweep.layout`), so a trial computes the
-same numbers, bit for bit, in a batch as alone. Why by hand: at these
-sizes a step is a few dozen small kernels, and what autograd and `Adam.step` add around them
-cost more than the arithmetic for most of the map. Measured per epoch (4 steps, 1 thread)
-for a batch of 16 cells x 4 members: one hidden layer of 1..16 units 2.8 -> 1.7 ms, of
-49..64 units 5.2 -> 3.3 ms; four hidden layers of 49..64 units 26 -> 19-24 ms.
+`MLP` (one run) and `BatchedMLP` (many trials as one network) both train through
+`train_step`, on tensors in the canonical layout (`mlpsweep.layout`), so a trial computes the
+same numbers, bit for bit, in a batch as alone. The step is compiled (`mlpsweep.native`,
+`StepKernel`): each member by its own loops, every sum in one fixed order, the same bits with
+any vector width. Measured per epoch (4 steps, 1 thread, 16 cells x 4 members) against the
+ATen step it replaced: 1.12 -> 0.28 ms at 1..16 units x 1 layer, 3.2 -> 1.6 ms at 17..32 x 2,
+21 -> 16 ms at 49..64 x 4 (`benchmarks/step_bench.py`).
+
+The ATen step stays (`aten_train_step`, with `forward`, `backpropagate` and `adam_step`) as
+the reference the compiled one is tested against and the benchmark's baseline; `forward` is
+also the validation's forward pass. Its design, kept for the record:
 
 - **Backward** calls the kernels autograd's formulas call, in the same order
   (`binary_cross_entropy_backward`, `sigmoid_backward`, `bmm` with a transposed operand,
   `sum` over the broadcast dimension), so every gradient is autograd's bit for bit
-  (`tests/test_step.py`), and a run trains as it did before this module existed. One
-  kernel differs: the gradient flowing back from the single output unit is an outer
-  product, which `bmm` computes on a slow path (0.28 ms at 64 members x 64 units) and an
-  elementwise product computes exactly, with the same bits, in 0.03 ms.
+  (`tests/test_step.py`). One kernel differs: the gradient flowing back from the single
+  output unit is an outer product, which `bmm` computes on a slow path (0.28 ms at 64
+  members x 64 units) and an elementwise product computes exactly, with the same bits, in
+  0.03 ms.
 - **Adam** is `Adam(fused=True)`'s kernel called on the optimizer's own state: its
   `step()` regroups and checks the tensors in Python on every call (0.16-1 ms a step).
-  `fused_adam: false` keeps `optimizer.step()`.
+  `fused_adam: false` keeps `optimizer.step()` (in the compiled step too).
 - Nothing here builds an autograd graph: callers run under `torch.no_grad()`.
-
-Kept as they are, measured: the output unit's weight gradient stays a `bmm` (0.17 ms at
-64 x 64). A product and a sum over the points is 4x faster, but that sum rounds by the
-tensor's width and member count, and a trial then drifted 2e-4 from itself alone in
-`test_batch_sweep`; `bmm` gave the same bits at every width.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from mlpsweep import layout
+from mlpsweep import layout, native
 
 # per layer: weights (K, in, out) and biases (K, 1, out) of all members
 LayerPairs = Sequence[tuple[torch.Tensor, torch.Tensor]]
@@ -174,14 +174,32 @@ def train_step(
     params: Sequence[torch.Tensor],
     optimizer: torch.optim.Adam,
     adam_lists: FusedAdamLists | None = None,
+    kernel: StepKernel | None = None,
 ) -> torch.Tensor:
     """One minibatch step of one or more networks that share an optimizer: `groups` are their
     (layers, members), `params` all their parameters in `parameters` order, group by group
-    (`adam_lists`: their `fused_adam_lists`, gathered once for many steps).
-    Returns every member's summed BCE (groups in order). `MLP` runs one group, a batch of
-    trials one per depth, so both train through this one function.
+    (`adam_lists`: their `fused_adam_lists`; `kernel`: their `StepKernel`; both gathered once
+    for many steps). Returns every member's summed BCE (groups in order). `MLP` runs one
+    group, a batch of trials one per depth, so both train through this one function, the
+    compiled step (`mlpsweep.native`).
 
     Raises `NonFiniteProbabilities` before any weight moves, and `AdamOverflowError`."""
+    if kernel is None:
+        kernel = StepKernel(groups, params, optimizer, adam_lists)
+    return kernel.step(inputs, labels)
+
+
+def aten_train_step(
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    groups: Sequence[tuple[LayerPairs, int]],
+    params: Sequence[torch.Tensor],
+    optimizer: torch.optim.Adam,
+    adam_lists: FusedAdamLists | None = None,
+) -> torch.Tensor:
+    """`train_step` by ATen kernels (autograd's gradients bit for bit): the step the compiled
+    one replaced, kept as its reference (`tests/test_native.py`) and as the benchmark's
+    baseline (`benchmarks/step_bench.py`)."""
     outputs = [forward(inputs, layers, members) for layers, members in groups]
     prob = outputs[0][-1] if len(outputs) == 1 else torch.cat([last[-1] for last in outputs])
     try:
@@ -291,3 +309,135 @@ def adam_state(optimizer: torch.optim.Adam, param: torch.Tensor) -> dict[str, to
         state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
     return state
+
+
+def as_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` as the compiled step reads it: contiguous float32 (a copy only if it is not)."""
+    if tensor.dtype is torch.float32 and tensor.is_contiguous():
+        return tensor
+    return tensor.to(torch.float32).contiguous()
+
+
+def pointer_array(tensors: Sequence[torch.Tensor]) -> ctypes.Array:
+    """The tensors' data addresses as a C array (the caller keeps the tensors alive)."""
+    return (ctypes.c_void_p * len(tensors))(*[tensor.data_ptr() for tensor in tensors])
+
+
+class GroupKernel:
+    """One group's tensors as the compiled step takes them: a member count, a depth, a
+    canonical width, the address arrays of its parameters and of gradient buffers shaped as
+    them, a loss buffer, and per minibatch size the probabilities and the scratch space."""
+
+    def __init__(self, layers: LayerPairs, members: int, library: ctypes.CDLL) -> None:
+        self.library = library
+        self.members = members
+        self.hidden_layers = len(layers) - 1
+        self.width = layers[0][0].shape[2]
+        self.params = parameters(layers)
+        for tensor in self.params:
+            if tensor.dtype != torch.float32 or not tensor.is_contiguous():
+                raise ValueError("the compiled step takes contiguous float32 parameters")
+        if self.width % layout.WIDTH_QUANTUM or layers[-1][1].shape[2] != layout.OUTPUT_BIAS_SLOTS:
+            raise ValueError("the compiled step takes the canonical layout (mlpsweep.layout)")
+        self.grads = [torch.zeros_like(tensor) for tensor in self.params]
+        self.param_pointers = pointer_array(self.params)
+        self.grad_pointers = pointer_array(self.grads)
+        self.loss_sums = torch.zeros(members)
+        self.buffers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def buffers_for(self, points: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(probabilities (K, N), scratch) for minibatches of `points` points."""
+        if points not in self.buffers:
+            floats = self.library.mlp_scratch_floats(self.hidden_layers, self.width, points)
+            self.buffers[points] = (torch.zeros(self.members, points), torch.zeros(floats))
+        return self.buffers[points]
+
+    def gradients(self, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Every member's gradient into `grads`, its loss sum into `loss_sums`: (the
+        probabilities (K, N), how many members' are not finite)."""
+        probs, scratch = self.buffers_for(inputs.shape[0])
+        bad = self.library.mlp_gradients(
+            self.members,
+            self.hidden_layers,
+            self.width,
+            inputs.shape[0],
+            inputs.data_ptr(),
+            labels.data_ptr(),
+            self.param_pointers,
+            self.grad_pointers,
+            self.loss_sums.data_ptr(),
+            probs.data_ptr(),
+            scratch.data_ptr(),
+        )
+        return probs, bad
+
+
+class StepKernel:
+    """`train_step` for one set of groups, built once per change of the set (a run's epoch, a
+    batch's start and each departure): the address arrays ctypes passes are gathered here,
+    not on every step. Holds its tensors, so none it points to is freed while it lives.
+    `library`: another build of the step (`native.load(arch)`), for the tests."""
+
+    def __init__(
+        self,
+        groups: Sequence[tuple[LayerPairs, int]],
+        params: Sequence[torch.Tensor],
+        optimizer: torch.optim.Adam,
+        adam_lists: FusedAdamLists | None = None,
+        library: ctypes.CDLL | None = None,
+    ) -> None:
+        self.library = library if library is not None else native.load()
+        self.groups = [
+            GroupKernel(layers, members, self.library) for layers, members in groups if members
+        ]
+        self.params = list(params)
+        self.grads = [grad for group in self.groups for grad in group.grads]
+        if len(self.grads) != len(self.params):
+            raise ValueError("params must be the groups' parameters, group by group")
+        self.optimizer = optimizer
+        self.adam_lists = adam_lists if adam_lists is not None else fused_adam_lists(
+            optimizer, self.params
+        )
+        if self.adam_lists is not None:
+            lists = self.adam_lists
+            state = (lists.params, self.grads, lists.exp_avgs, lists.exp_avg_sqs, lists.steps)
+            self.adam_pointers = [pointer_array(tensors) for tensors in state]
+            self.sizes = (ctypes.c_long * len(self.params))(*[p.numel() for p in self.params])
+
+    def step(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One minibatch step (see `train_step`)."""
+        inputs, labels = as_float32(inputs), as_float32(labels)
+        results = [group.gradients(inputs, labels) for group in self.groups]
+        if any(bad for _, bad in results):
+            prob = torch.cat([probs for probs, _ in results]).unsqueeze(2)
+            raise NonFiniteProbabilities(prob)
+        self.adam()
+        if len(self.groups) == 1:
+            return self.groups[0].loss_sums.clone()
+        return torch.cat([group.loss_sums for group in self.groups])
+
+    def adam(self) -> None:
+        """Adam over every parameter: the compiled update on the optimizer's own state (as
+        `adam_step` keeps it), or `optimizer.step()` for options it does not take."""
+        if self.adam_lists is None:
+            for param, grad in zip(self.params, self.grads, strict=True):
+                param.grad = grad
+            try:
+                self.optimizer.step()
+            except RuntimeError as error:
+                if "overflow" not in str(error):
+                    raise
+                raise AdamOverflowError(str(error)) from error
+            return
+        group = self.optimizer.param_groups[0]
+        beta1, beta2 = group["betas"]
+        self.library.adam_update(
+            len(self.params),
+            *self.adam_pointers,
+            self.sizes,
+            group["lr"],
+            beta1,
+            beta2,
+            group["eps"],
+            group["weight_decay"],
+        )

@@ -1,0 +1,199 @@
+"""The compiled step (`mlpsweep.native`, `step.StepKernel`) against the ATen step it replaced.
+
+What must hold: its gradients are autograd's up to float32 rounding; the padded units of the
+canonical layout receive exactly nothing; a member's numbers are the same bits in any batch;
+the same source built for plain x86-64 (SSE2) gives the same bits as the build for this host
+(AVX2 or AVX-512), so vector width cannot move a result; NaN stops a step before any weight
+moves; and a missing compiler is one clear error."""
+
+from __future__ import annotations
+
+import platform
+
+import pytest
+import torch
+
+from mlpsweep import layout, native, step
+from test_step import drawn, hand_gradients, minibatch, network
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SHAPES = [(1, 1), (5, 1), (20, 1), (17, 2), (7, 3), (50, 4), (64, 2)]
+
+
+def kernel_for(layers: step.LayerPairs, lr: float = 0.01, library=None, **adam) -> tuple:
+    """(kernel, optimizer, params) for one group of `layers`, fused Adam as training uses."""
+    params = [tensor.clone() for tensor in step.parameters(layers)]
+    depth = len(layers)
+    pairs = list(zip(params[:depth], params[depth:], strict=True))
+    optimizer = torch.optim.Adam(params, lr=lr, fused=True, **adam)
+    members = pairs[0][0].shape[0]
+    kernel = step.StepKernel([(pairs, members)], params, optimizer, library=library)
+    return kernel, optimizer, params
+
+
+def native_gradients(layers, inputs, labels) -> tuple[list[torch.Tensor], torch.Tensor]:
+    kernel, _, _ = kernel_for(layers)
+    group = kernel.groups[0]
+    _, bad = group.gradients(inputs, labels)
+    assert bad == 0
+    return [grad.clone() for grad in group.grads], group.loss_sums.clone()
+
+
+@pytest.mark.parametrize(("hidden", "layers"), SHAPES)
+@pytest.mark.parametrize("points", [32, 4])
+def test_gradients_and_losses_are_autograds_up_to_float32_rounding(hidden, layers, points):
+    """Every gradient within a few float32 ulps of the ATen step's (autograd's bit for bit,
+    `tests/test_step.py`), relative to the tensor's largest entry; the loss sums too."""
+    layers_ = network(hidden, layers, 3)
+    inputs, labels = minibatch(points)
+    ours, sums = native_gradients(layers_, inputs, labels)
+    theirs = hand_gradients(layers_, inputs, labels)
+    for got, want in zip(ours, theirs, strict=True):
+        scale = float(want.abs().max())
+        assert float((got - want).abs().max()) <= 1e-5 * scale + 1e-12, (hidden, layers)
+    outputs = step.forward(inputs, layers_, 3)
+    torch.testing.assert_close(sums, step.loss_sums(outputs[-1], labels), rtol=1e-6, atol=0)
+
+
+def test_the_comparison_sees_a_wrong_gradient():
+    """The tolerance above is tight: a gradient from other labels is far outside it."""
+    layers_ = network(7, 3, 3)
+    inputs, labels = minibatch(32)
+    ours, _ = native_gradients(layers_, inputs, 1 - labels)
+    theirs = hand_gradients(layers_, inputs, labels)
+    worst = max(
+        float((got - want).abs().max()) / float(want.abs().max())
+        for got, want in zip(ours, theirs, strict=True)
+    )
+    assert worst > 1e-2
+
+
+@pytest.mark.parametrize(("hidden", "layers"), [(5, 1), (7, 3), (50, 2)])
+def test_padded_units_receive_nothing_over_many_steps(hidden, layers):
+    """The dead units of the canonical layout stay dead (weights 0, biases -inf, their
+    gradients exactly 0), so the network is the unpadded one."""
+    layers_ = network(hidden, layers, 2)
+    kernel, _, params = kernel_for(layers_)
+    inputs, labels = minibatch(32)
+    for _ in range(50):
+        kernel.step(inputs, labels)
+    depth = len(layers_)
+    pairs = list(zip(params[:depth], params[depth:], strict=True))
+    for index, (weight, bias) in enumerate(pairs):
+        for dim in layout.hidden_dims(index, depth - 1, True):
+            assert torch.all(weight.narrow(dim, hidden, weight.shape[dim] - hidden) == 0)
+        if index < depth - 1:
+            assert torch.all(bias[..., hidden:] == layout.PADDED_BIAS)
+        else:
+            assert torch.all(bias[..., 1:] == 0)
+    real = step.parameters(layout.real_units([(w, b) for w, b in pairs], hidden))
+    start = step.parameters(drawn(hidden, layers, 2))
+    assert all(not torch.equal(a, b) for a, b in zip(real, start, strict=True)), "it trained"
+
+
+def test_adam_update_is_fused_adams_up_to_rounding_and_keeps_its_state():
+    """The compiled Adam from the optimizer's own state: the same step count, moments and
+    parameters as `Adam(fused=True).step()` with the same gradients, weight decay included
+    (on 16 units, a canonical width with no dead unit: torch's Adam decays a dead unit's bias
+    of -inf to NaN, see the next test)."""
+    layers_ = network(16, 2, 2)
+    inputs, labels = minibatch(32)
+    kernel, optimizer, params = kernel_for(layers_, weight_decay=0.01)
+    reference = [param.clone().requires_grad_() for param in params]
+    torch_adam = torch.optim.Adam(reference, lr=0.01, fused=True, weight_decay=0.01)
+    for _ in range(5):
+        kernel.groups[0].gradients(inputs, labels)
+        for param, grad in zip(reference, kernel.grads, strict=True):
+            param.grad = grad.clone()
+        torch_adam.step()
+        kernel.adam()
+        for param, param_ref in zip(params, reference, strict=True):
+            torch.testing.assert_close(param, param_ref.detach(), rtol=1e-6, atol=1e-7)
+            ours, theirs = optimizer.state[param], torch_adam.state[param_ref]
+            assert float(ours["step"]) == float(theirs["step"])
+            torch.testing.assert_close(ours["exp_avg_sq"], theirs["exp_avg_sq"], rtol=1e-5, atol=0)
+        # the next step starts from one state, so only one step's rounding is under test
+        for param, param_ref in zip(params, reference, strict=True):
+            param_ref.data.copy_(param)
+            for key in ("exp_avg", "exp_avg_sq"):
+                torch_adam.state[param_ref][key].copy_(optimizer.state[param][key])
+
+
+def test_weight_decay_leaves_the_dead_units_dead():
+    layers_ = network(5, 2, 2)
+    kernel, _, params = kernel_for(layers_, weight_decay=0.01)
+    inputs, labels = minibatch(32)
+    for _ in range(20):
+        kernel.step(inputs, labels)
+    assert all(torch.isfinite(param).any() and not torch.isnan(param).any() for param in params)
+    assert torch.all(params[len(layers_)][..., 5:] == layout.PADDED_BIAS)
+
+
+def test_a_member_gets_the_same_bits_alone_and_beside_any_partners():
+    """Member 0 of a (6, 3) trial alone, and beside members of other widths of the same
+    canonical width, keeps the same weights bit for bit over 200 steps."""
+    inputs, labels = minibatch(32)
+    alone = network(6, 3, 1, seed=3)
+    partners = [network(hidden, 3, 2, seed=hidden) for hidden in (1, 9, 16)]
+    batch = [
+        (torch.cat([p[i][0] for p in (*partners[:1], alone, *partners[1:])]),
+         torch.cat([p[i][1] for p in (*partners[:1], alone, *partners[1:])]))
+        for i in range(len(alone))
+    ]
+    kernel_alone, _, params_alone = kernel_for(alone)
+    kernel_batch, _, params_batch = kernel_for(batch)
+    for _ in range(200):
+        sums_alone = kernel_alone.step(inputs, labels)
+        sums_batch = kernel_batch.step(inputs, labels)
+        assert torch.equal(sums_alone[0], sums_batch[2])
+    for mine, shared in zip(params_alone, params_batch, strict=True):
+        assert torch.equal(mine[0], shared[2])
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the SSE2 build is x86-64's baseline")
+@pytest.mark.parametrize(("hidden", "layers"), [(5, 1), (7, 3), (50, 4)])
+def test_the_plain_x86_64_build_gives_this_hosts_bits(hidden, layers):
+    """The same source for SSE2 (4 floats a register) and for this host (8 or 16): the same
+    losses and weights after 100 steps, bit for bit, so no result depends on vector width."""
+    inputs, labels = minibatch(32)
+    layers_ = network(hidden, layers, 3)
+    host, _, params_host = kernel_for(layers_)
+    plain, _, params_plain = kernel_for(layers_, library=native.load(native.PORTABLE_ARCH))
+    assert host.library is not plain.library
+    for _ in range(100):
+        assert torch.equal(host.step(inputs, labels), plain.step(inputs, labels))
+    for a, b in zip(params_host, params_plain, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_nan_stops_the_step_before_any_weight_moves():
+    layers_ = network(5, 2, 3)
+    layers_[1][0][1].fill_(float("nan"))  # member 1's hidden weights
+    kernel, _, params = kernel_for(layers_)
+    before = [param.clone() for param in params]
+    with pytest.raises(step.NonFiniteProbabilities) as caught:
+        kernel.step(*minibatch(32))
+    prob = caught.value.prob
+    assert prob.shape == (3, 32, 1)
+    assert torch.isnan(prob[1]).all() and torch.isfinite(prob[[0, 2]]).all()
+    for param, old in zip(params, before, strict=True):
+        assert torch.allclose(param, old, rtol=0, atol=0, equal_nan=True)
+
+
+def test_a_missing_compiler_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    monkeypatch.setattr(native.shutil, "which", lambda name: None)
+    with pytest.raises(native.NativeBuildError, match="needs a C.. compiler .g..."):
+        native.compiler()
+
+
+def test_the_build_is_cached_by_source_and_flags(tmp_path, monkeypatch):
+    """A second build is the cached file; another architecture is another file."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = native.build(native.NATIVE_ARCH)
+    stamp = first.stat().st_mtime_ns
+    assert native.build(native.NATIVE_ARCH) == first and first.stat().st_mtime_ns == stamp
+    assert first.parent == tmp_path / "mlpsweep"
+    assert native.library_path(native.PORTABLE_ARCH) != first
+    assert not list(first.parent.glob("*.partial"))
