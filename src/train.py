@@ -18,7 +18,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from mlpsweep.cli import fail
+from mlpsweep.cli import compiled_step_or_exit, fail
 from mlpsweep.config import ConfigError
 
 log = logging.getLogger("mlpsweep.result")
@@ -78,6 +78,8 @@ def main(argv: list[str]) -> int:
         argv = preflight(argv)
     except ConfigError as error:
         return fail(str(error))
+    if not any(arg in ("-h", "--help", "-c", "--cfg", "--info") for arg in argv):
+        compiled_step_or_exit()
     sys.argv = [sys.argv[0], *argv]
     if any(arg in ("-m", "--multirun") for arg in argv):
         # Hydra prints a launcher's exception with its traceback and exits 1; this asks it to

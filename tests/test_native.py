@@ -9,6 +9,9 @@ moves; and a missing compiler is one clear error."""
 from __future__ import annotations
 
 import platform
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -197,3 +200,37 @@ def test_the_build_is_cached_by_source_and_flags(tmp_path, monkeypatch):
     assert first.parent == tmp_path / "mlpsweep"
     assert native.library_path(native.PORTABLE_ARCH) != first
     assert not list(first.parent.glob("*.partial"))
+
+
+@pytest.mark.parametrize("script", ["src/train.py", "src/sweep.py"])
+def test_without_a_compiler_a_run_and_a_sweep_stop_with_one_line(script, tmp_path):
+    """No g++ on the PATH: one `error:` line naming what to install, exit 1, nothing
+    written (the run's checks may have made its empty output folder), before any training."""
+    env = {
+        "PATH": str(Path(sys.executable).parent),
+        "HOME": str(tmp_path),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
+    out = tmp_path / "out"
+    key = "output_dir" if script.endswith("train.py") else "sweep.output_dir"
+    result = subprocess.run(
+        [sys.executable, script, "trainer.max_epochs=1", "quiet=true", f"{key}={out}"],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines == [lines[0]] and lines[0].startswith("error: the compiled training step needs")
+    assert "apt-get install g++" in lines[0]
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_an_unwritable_cache_is_one_clear_error(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    with pytest.raises(native.NativeBuildError, match="cannot be written.*XDG_CACHE_HOME"):
+        native.build(native.NATIVE_ARCH)

@@ -45,7 +45,20 @@ def config_or_exit(argv: Sequence[str], usage: str, config_name: str = "train") 
     if wants_cfg:
         print(to_yaml(cfg), end="")
         sys.exit(0)
+    compiled_step_or_exit()
     return cfg
+
+
+def compiled_step_or_exit() -> None:
+    """Find (or build) the compiled training step before any work starts, so that a missing
+    compiler or an unwritable cache is one `error:` line and exit 1, not a traceback from
+    inside a worker or a run."""
+    from mlpsweep import native
+
+    try:
+        native.load()
+    except native.NativeBuildError as error:
+        sys.exit(fail(str(error), code=1))
 
 
 def stderr_is_terminal() -> bool:

@@ -356,6 +356,8 @@ class GroupKernel:
         """Every member's gradient into `grads`, its loss sum into `loss_sums`: (the
         probabilities (K, N), how many members' are not finite)."""
         probs, scratch = self.buffers_for(inputs.shape[0])
+        if not self.members:  # a group all of whose trials have left: nothing to compute
+            return probs, 0
         bad = self.library.mlp_gradients(
             self.members,
             self.hidden_layers,
@@ -387,9 +389,7 @@ class StepKernel:
         library: ctypes.CDLL | None = None,
     ) -> None:
         self.library = library if library is not None else native.load()
-        self.groups = [
-            GroupKernel(layers, members, self.library) for layers, members in groups if members
-        ]
+        self.groups = [GroupKernel(layers, members, self.library) for layers, members in groups]
         self.params = list(params)
         self.grads = [grad for group in self.groups for grad in group.grads]
         if len(self.grads) != len(self.params):

@@ -80,8 +80,14 @@ def build(arch: str) -> Path:
     target = library_path(arch)
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=target.parent, suffix=".so.partial")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, partial = tempfile.mkstemp(dir=target.parent, suffix=".so.partial")
+    except OSError as error:
+        raise NativeBuildError(
+            f"the compiled training step's cache {target.parent} cannot be written "
+            f"({error.strerror}): set XDG_CACHE_HOME to a writable folder"
+        ) from error
     os.close(handle)
     command = [compiler(), *COMMON_FLAGS, arch, "-o", partial, str(SOURCE)]
     result = subprocess.run(command, capture_output=True, text=True)
