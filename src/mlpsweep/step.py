@@ -5,8 +5,8 @@
 same numbers, bit for bit, in a batch as alone. The step is compiled (`mlpsweep.native`,
 `StepKernel`): each member by its own loops, every sum in one fixed order, the same bits with
 any vector width. Measured per epoch (4 steps, 1 thread, 16 cells x 4 members) against the
-ATen step it replaced: 1.12 -> 0.28 ms at 1..16 units x 1 layer, 3.2 -> 1.6 ms at 17..32 x 2,
-21 -> 16 ms at 49..64 x 4 (`benchmarks/step_bench.py`).
+ATen step it replaced, in the same run: 0.93 -> 0.25 ms at 1..16 units x 1 layer, 2.87 -> 1.68
+ms at 17..32 x 2, 18.0 -> 14.8 ms at 49..64 x 4 (`benchmarks/step_bench.py`, 2026-12-03).
 
 The ATen step stays (`aten_train_step`, with `forward`, `backpropagate` and `adam_step`) as
 the reference the compiled one is tested against and the benchmark's baseline; `forward` is

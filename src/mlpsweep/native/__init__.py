@@ -3,14 +3,16 @@
 Why a compiled step: at the map's sizes, a step of the batched MLP is some 40 small ATen
 kernels, and their dispatch cost more than their arithmetic (issue "The engine"). The
 compiled step does forward, BCE and backward of every member in one call and Adam over every
-tensor in another; measured per epoch against the ATen step it replaced, 4.2x faster on
-16 one-layer cells of 1..16 units, 1.8x on 17..32 x 2 and 49..64 x 4 (`make bench`).
+tensor in another; measured per epoch against the ATen step it replaced, in the same run
+(`make bench`, 2026-12-03): 3.7x faster on 16 one-layer cells of 1..16 units, 1.71x on
+17..32 x 2 layers and 1.22x on 49..64 x 4.
 
-Why it gives a member the same bits alone, in any batch and on any x86-64 host: see the head
-of `step.cpp`. The flags that hold it: no `-ffast-math` (no reordered sums), and
-`-ffp-contract=off` (no multiply-add fused into one rounding on one host and two on another).
-`-march=native` only chooses the registers; `tests/test_native.py` builds the same source for
-plain x86-64 (SSE2) beside it and checks that both give the same bits.
+Why it gives a member the same bits alone, in any batch and at any vector width (SSE2, AVX2,
+AVX-512; with the same compiler and C library): see the head of `step.cpp`. The flags that
+hold it: no `-ffast-math` (no reordered sums), and `-ffp-contract=off` (no multiply-add fused
+into one rounding on one host and two on another). `-march=native` only chooses the
+registers; `tests/test_native.py` builds the same source for plain x86-64 (SSE2) beside it
+and checks that both give the same bits.
 
 The library is cached per source, flags and CPU under `$XDG_CACHE_HOME/mlpsweep` (default
 `~/.cache/mlpsweep`), written to a temporary name and renamed, so workers that start together

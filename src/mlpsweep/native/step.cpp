@@ -4,14 +4,14 @@
 // Why by hand: at the map's sizes a step is a few dozen small ATen kernels, and their
 // dispatch cost more than the arithmetic (issue "The engine"). Here a step is two calls.
 //
-// Why every member's numbers are its own, on any host: a member is computed by its own loops
-// over its own slice of each tensor, so no partner changes the order of any sum. Every float
-// operation is IEEE (no -ffast-math, no contraction into fused multiply-adds, see
-// `native.py`'s flags), and the only transcendental in training, exp, is a polynomial below,
-// so the same source gives the same bits with SSE2, AVX2 or AVX-512: vectors of 16 floats are
-// GCC's generic vectors, one element's arithmetic whatever registers hold it. Each sum runs
-// over its terms in one fixed order (points ascending, units ascending); how the loops are
-// blocked only changes which sums run side by side.
+// Why every member's numbers are its own, at any vector width: a member is computed by its
+// own loops over its own slice of each tensor, so no partner changes the order of any sum.
+// Every float operation is IEEE (no -ffast-math, no contraction into fused multiply-adds: see
+// the flags in `__init__.py`), and the only transcendental in training, exp, is a polynomial
+// below, so the same source gives the same bits with SSE2, AVX2 or AVX-512: vectors of 16
+// floats are GCC's generic vectors, one element's arithmetic whatever registers hold it. Each
+// sum runs over its terms in one fixed order (points ascending, units ascending); how the
+// loops are blocked only changes which sums run side by side.
 
 #include <cmath>
 #include <cstdint>
