@@ -47,16 +47,19 @@ def test_a_batch_heartbeat_keeps_its_untold_trials_alive_and_lets_a_done_one_go_
     tmp_path,
 ) -> None:
     study = sqlite_study(tmp_path, heartbeat_interval=1)  # stale after a 2 s silence
+    # a silence is waited out for 3.5 s: SQLite keeps the times to the whole second, so a
+    # 2.5 s silence can read as 2 s, not stale yet (seen once in CI)
+    silence = 3.5
     kept, released = study.ask(), study.ask()
     with TrialHeartbeats(study_storage(study), [kept, released]) as heartbeats:
         time.sleep(2.5)
         optuna.storages.fail_stale_trials(study)
         assert [t.state for t in study.trials] == [TrialState.RUNNING] * 2
         heartbeats.done(released)  # told trials stop beating; the other one keeps going
-        time.sleep(2.5)
+        time.sleep(silence)
         optuna.storages.fail_stale_trials(study)
         assert [t.state for t in study.trials] == [TrialState.RUNNING, TrialState.FAIL]
-    time.sleep(2.5)
+    time.sleep(silence)
     optuna.storages.fail_stale_trials(study)
     assert study.trials[0].state == TrialState.FAIL  # silent since the batch ended: stale
 

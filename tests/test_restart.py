@@ -72,7 +72,12 @@ def assert_each_retried_once_and_complete(study: optuna.Study, numbers) -> None:
 
 @pytest.mark.slow
 def test_a_sweep_rerun_right_after_a_crash_finishes_the_study(tmp_path: Path) -> None:
-    args = ("sweep.n_trials=2", "sweep.workers=1")
+    # every epoch trained, long enough that both trials are still training at the kill (with
+    # the compiled step a small trial fits within a second and would be told complete first)
+    args = (
+        "sweep.n_trials=2", "sweep.workers=1", "trainer.max_epochs=20000",
+        "trainer.stop_at_val_acc=null",
+    )
     crashed = subprocess.Popen(sweep_command(tmp_path, *args), cwd=REPO_ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
