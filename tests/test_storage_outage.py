@@ -81,7 +81,10 @@ def sweep_command(out: Path, storage: str) -> list[str]:
         sys.executable, "src/sweep.py", "sweep=default", "sweep/pruner=none",
         f"sweep.output_dir={out}", f"sweep.storage={storage}", "sweep.n_trials=2",
         "sweep.workers=2", "sweep.batch=1", "sweep.heartbeat_interval=1", "sweep.grace_period=5",
-        "trainer.max_epochs=3000", "trainer.val_every=1000", "logger.image_every=0", "quiet=true",
+        # every epoch trained: with the compiled step a small trial that fits is done within a
+        # second, and the sweep could end before the server goes away
+        "trainer.max_epochs=10000", "trainer.val_every=1000", "trainer.stop_at_val_acc=null",
+        "logger.image_every=0", "quiet=true",
     ]
 
 
