@@ -1,14 +1,15 @@
 """The tutorial's sigmoid MLP as a LightningModule, optionally as a batched ensemble.
 
 `ensemble=K` trains K independent initialisations in lockstep as one network whose weights
-are shaped (K, in, out) and applied with `torch.baddbmm`. The loss is the *sum* of the
+are shaped (K, in, out), stepped by the compiled step (`mlpsweep.step`, `mlpsweep.native`)
+and evaluated with `torch.baddbmm` (`step.forward`). The loss is the *sum* of the
 members' mean losses, so each member's gradient is exactly its own; Adam is elementwise,
 so the members stay independent while sharing every kernel launch. K=1 is the tutorial's
 network, initialised with the same random draws as its `nn.Linear` layers.
 
 Lightning sees one step per epoch (see `data.EpochLoader`); the minibatch loop runs here,
-each step by `mlpsweep.step` (the same hand-written forward, backward and Adam a batch of
-trials runs), and per-epoch losses go into a preallocated buffer that is written to the
+each step by `mlpsweep.step` (the same compiled forward, backward and Adam a batch of trials
+runs), and per-epoch losses go into a preallocated buffer that is written to the
 logger in chunks, so the hot loop never waits on `.item()`.
 """
 
