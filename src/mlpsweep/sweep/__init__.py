@@ -31,12 +31,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mlpsweep.sweep.launcher import launch, report_best, write_best_yaml, write_study_pointer
+    from mlpsweep.sweep.launcher import launch, write_study_pointer
     from mlpsweep.sweep.optuna_setup import (
         load_or_create_study,
         open_sweep_storage,
         pruning_enabled,
     )
+    from mlpsweep.sweep.report import report_best, write_best_yaml
     from mlpsweep.sweep.settings import (
         PARAMETER_COUNT,
         Objective,
@@ -49,8 +50,8 @@ if TYPE_CHECKING:
 
 _HOME = {
     "launch": "launcher",
-    "report_best": "launcher",
-    "write_best_yaml": "launcher",
+    "report_best": "report",
+    "write_best_yaml": "report",
     "write_study_pointer": "launcher",
     "load_or_create_study": "optuna_setup",
     "open_sweep_storage": "optuna_setup",
