@@ -7,7 +7,7 @@
 - S1: 16 cells of hidden 1..16 x 1 layer, S2: 17..32 x 2, S3: 49..64 x 4; 4 members each,
   the tutorial's minibatches (32, 32, 32, 4 points of standardised x), one thread.
 - `engine`: `BatchedMLP.train_epoch`, the project's step (compiled, `mlpsweep.native`);
-- `aten`: the same batch through `step.aten_train_step`, the ATen step the compiled one
+- `aten`: the same batch through `aten_step` (ATen kernels), the ATen step the compiled one
   replaced, in the same run (the issue's targets are ratios against it);
 - `autograd`: the same padded network by plain autograd and `Adam(fused=True).step()`;
 - `peak`: this host's float32 peak, a 1024 x 1024 matmul on one thread (GFLOP/s), measured,
@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from mlpsweep import layout, step  # noqa: E402
-from mlpsweep.batch_model import BatchedMLP, TrialSpec  # noqa: E402
+from mlpsweep.batch_model import BatchedMLP, StepPlan, TrialSpec  # noqa: E402
 from mlpsweep.data import PiecewiseDataModule  # noqa: E402
 
 SHAPES = {
@@ -79,18 +79,31 @@ def engine_epoch(shape: str, batches) -> Callable[[], None]:
     return lambda: batch.train_epoch(batches)
 
 
+def aten_step(
+    inputs: torch.Tensor, labels: torch.Tensor, plan: StepPlan, optimizer: torch.optim.Adam
+) -> torch.Tensor:
+    """One step of a batch by ATen kernels (`step.forward`, `step.backpropagate`,
+    `step.adam_step`: autograd's gradients bit for bit), the engine before the compiled one."""
+    outputs = [step.forward(inputs, layers, members) for layers, members in plan.groups]
+    prob = torch.cat([last[-1] for last in outputs])
+    sums = step.loss_sums(prob, labels)
+    output_grads = step.output_gradient(prob, labels).split([m for _, m in plan.groups])
+    grads = []
+    for (layers, _), group_outputs, grad in zip(plan.groups, outputs, output_grads, strict=True):
+        grads += step.backpropagate(inputs, layers, group_outputs, grad)
+    step.adam_step(optimizer, plan.params, grads, plan.adam_lists)
+    return sums
+
+
 def aten_epoch(shape: str, batches) -> Callable[[], None]:
-    """The same batch stepped by the ATen step the compiled one replaced (`step.aten_train_step`,
-    the engine before it): the issue's "today's `BatchedMLP`", measured in the same run."""
+    """The same batch stepped by the ATen step the compiled one replaced (`aten_step`): the
+    issue's "today's `BatchedMLP`", measured in the same run."""
     batch = BatchedMLP(specs(shape), lr=0.01)
-    plan = batch.plan
 
     def epoch() -> None:
         with torch.no_grad():
             for inputs, labels in batches:
-                step.aten_train_step(
-                    inputs, labels, plan.groups, plan.params, batch.optimizer, plan.adam_lists
-                )
+                aten_step(inputs, labels, batch.plan, batch.optimizer)
 
     return epoch
 
@@ -225,7 +238,7 @@ def report(results: dict, repeats: int) -> list[str]:
     lines += [
         "",
         "- engine: `BatchedMLP.train_epoch`, the compiled step (`mlpsweep.native`); ATen step:"
-        " the same batch through `step.aten_train_step`, the engine before it (the issue's"
+        " the same batch through `aten_step` (ATen kernels), the engine before it (the issue's"
         ' "today\'s `BatchedMLP`"); autograd: the same padded network by `loss.backward()` and'
         " `Adam(fused=True).step()`.",
     ]

@@ -142,6 +142,8 @@ class MLP(pl.LightningModule):
         # per member, the validation epoch at which it fit by the stop rule (None: not yet)
         self.fit_epochs: list[int | None] = [None] * ensemble
         self.frozen: FrozenMembers | None = None
+        # the compiled step's address arrays, kept while they point at the model's tensors
+        self.step_kernel: step.StepKernel | None = None
         self.resumed_exit_losses: torch.Tensor | None = None  # from a checkpoint's "mlpsweep"
 
     @property
@@ -230,16 +232,15 @@ class MLP(pl.LightningModule):
         """
         layers = self.layer_pairs()
         groups, params = [(layers, self.ensemble)], step.parameters(layers)
-        adam_lists = step.fused_adam_lists(self.raw_optimizer, params)
-        kernel = step.StepKernel(groups, params, self.raw_optimizer, adam_lists)
+        kernel = self.step_kernel
+        if kernel is None or not kernel.points_at(params, self.raw_optimizer):
+            kernel = self.step_kernel = step.StepKernel(groups, params, self.raw_optimizer)
         total = torch.zeros(self.ensemble)
         points = 0
         with torch.no_grad():
             for inputs, labels in minibatches:
                 try:
-                    total += step.train_step(
-                        inputs, labels, groups, params, self.raw_optimizer, adam_lists, kernel
-                    )
+                    total += kernel.step(inputs, labels)
                 except step.NonFiniteProbabilities as error:
                     raise self.non_finite(self.current_epoch) from error
                 except step.AdamOverflowError as error:

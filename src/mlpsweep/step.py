@@ -8,9 +8,9 @@ any vector width. Measured per epoch (4 steps, 1 thread, 16 cells x 4 members) a
 ATen step it replaced, in the same run: 0.93 -> 0.25 ms at 1..16 units x 1 layer, 2.87 -> 1.68
 ms at 17..32 x 2, 18.0 -> 14.8 ms at 49..64 x 4 (`benchmarks/step_bench.py`, 2026-12-03).
 
-The ATen step stays (`aten_train_step`, with `forward`, `backpropagate` and `adam_step`) as
-the reference the compiled one is tested against and the benchmark's baseline; `forward` is
-also the validation's forward pass. Its design, kept for the record:
+The ATen step stays (`forward`, `backpropagate` and `adam_step`) as the reference the
+compiled one is tested against (`tests/test_native.py`) and the benchmark's baseline
+(`benchmarks/step_bench.py`); `forward` is also the validation's forward pass. Its design:
 
 - **Backward** calls the kernels autograd's formulas call, in the same order
   (`binary_cross_entropy_backward`, `sigmoid_backward`, `bmm` with a transposed operand,
@@ -187,33 +187,6 @@ def train_step(
     if kernel is None:
         kernel = StepKernel(groups, params, optimizer, adam_lists)
     return kernel.step(inputs, labels)
-
-
-def aten_train_step(
-    inputs: torch.Tensor,
-    labels: torch.Tensor,
-    groups: Sequence[tuple[LayerPairs, int]],
-    params: Sequence[torch.Tensor],
-    optimizer: torch.optim.Adam,
-    adam_lists: FusedAdamLists | None = None,
-) -> torch.Tensor:
-    """`train_step` by ATen kernels (autograd's gradients bit for bit): the step the compiled
-    one replaced, kept as its reference (`tests/test_native.py`) and as the benchmark's
-    baseline (`benchmarks/step_bench.py`)."""
-    outputs = [forward(inputs, layers, members) for layers, members in groups]
-    prob = outputs[0][-1] if len(outputs) == 1 else torch.cat([last[-1] for last in outputs])
-    try:
-        sums = loss_sums(prob, labels)
-    except RuntimeError as error:  # BCE rejects NaN probabilities before any loss exists
-        if torch.isfinite(prob).all():
-            raise
-        raise NonFiniteProbabilities(prob) from error
-    output_grads = output_gradient(prob, labels).split([members for _, members in groups])
-    grads = []
-    for (layers, _), group_outputs, output_grad in zip(groups, outputs, output_grads, strict=True):
-        grads += backpropagate(inputs, layers, group_outputs, output_grad)
-    adam_step(optimizer, params, grads, adam_lists)
-    return sums
 
 
 def parameters(layers: LayerPairs) -> list[torch.Tensor]:
@@ -403,6 +376,27 @@ class StepKernel:
             state = (lists.params, self.grads, lists.exp_avgs, lists.exp_avg_sqs, lists.steps)
             self.adam_pointers = [pointer_array(tensors) for tensors in state]
             self.sizes = (ctypes.c_long * len(self.params))(*[p.numel() for p in self.params])
+
+    def points_at(self, params: Sequence[torch.Tensor], optimizer: torch.optim.Adam) -> bool:
+        """Whether this kernel still steps exactly these tensors: the same parameters, optimizer
+        and Adam state objects (a loaded checkpoint replaces the state with new tensors). A
+        few identity checks, where building a kernel anew cost 28 us a run's epoch."""
+        if optimizer is not self.optimizer or len(params) != len(self.params):
+            return False
+        if any(new is not old for new, old in zip(params, self.params, strict=True)):
+            return False
+        lists = self.adam_lists
+        if lists is None:
+            return True
+        for index, param in enumerate(params):
+            state = optimizer.state.get(param)
+            if state is None or state["exp_avg"] is not lists.exp_avgs[index]:
+                return False
+            if state["exp_avg_sq"] is not lists.exp_avg_sqs[index]:
+                return False
+            if state["step"] is not lists.steps[index]:
+                return False
+        return True
 
     def step(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """One minibatch step (see `train_step`)."""
